@@ -133,7 +133,9 @@ def resolve_params(
     by_name = {p.name: p for p in declared}
     unknown = sorted(set(given) - set(by_name))
     if unknown:
-        valid = ", ".join(f"{p.name} ({p.describe_type()}, default {p.default!r})" for p in declared)
+        valid = ", ".join(
+            f"{p.name} ({p.describe_type()}, default {p.default!r})" for p in declared
+        )
         raise ParameterError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for estimator "
             f"{estimator_name!r}; valid parameters: {valid or 'none'}"

@@ -60,11 +60,12 @@ def l2_normalize(x: Any) -> Any:
     return x / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
-def kernel_width(x: Any, rule: float | str, seed: int = 0) -> float:
+def kernel_width(x: Any, rule: float | str, seed: int = 0, p: float = 2.0) -> float:
     """The Gaussian/Laplacian width σ for data x (n, d): a number, or a rule.
 
-    ``"median"``: the median Euclidean distance between distinct samples (on a seeded
-    subsample of at most 2000 points). ``"scott"``: σ = n^(-1/(4+d)) · mean feature std.
+    ``"median"``: the median distance between distinct samples in the kernel's metric
+    (``p`` = 2 Euclidean for gaussian, 1 for laplacian), on a seeded subsample of at
+    most 2000 points. ``"scott"``: σ = n^(-1/(4+d)) · mean feature standard deviation.
     """
     torch = _torch()
     if not isinstance(rule, str):
@@ -78,9 +79,10 @@ def kernel_width(x: Any, rule: float | str, seed: int = 0) -> float:
             gen = np.random.default_rng(seed)
             idx = torch.as_tensor(gen.choice(n, _MEDIAN_MAX_POINTS, replace=False))
             x = x[idx.to(x.device)]
-        dist = torch.cdist(x.double(), x.double())
+        xd = x.double()
+        dist = torch.cdist(xd, xd, p=p)
         iu = torch.triu_indices(dist.shape[0], dist.shape[0], offset=1, device=dist.device)
-        med = float(dist[iu[0], iu[1]].median()) if iu.shape[1] else 1.0
+        med = float(torch.quantile(dist[iu[0], iu[1]], 0.5)) if iu.shape[1] else 1.0
         return med if med > 0 else 1.0
     raise ParameterError(f"unknown kernel width rule {rule!r}; use a number or {WIDTH_RULES}")
 
@@ -130,10 +132,22 @@ def _normalized(k: Any) -> Any:
     return k / tr
 
 
-def entropy_from_eigenvalues(lam: Any, alpha: float) -> float:
-    """S_α from the eigenvalues of a unit-trace PSD matrix (negatives clipped to 0)."""
+def entropy_from_eigenvalues(lam: Any, alpha: float, eps: float | None = None) -> float:
+    """S_α (nats) from the eigenvalues lam (n,) of a unit-trace PSD matrix.
+
+    Negative eigenvalues (rounding) are set to 0. For α < 1, eigenvalues at or below the
+    rounding level n·eps·λ_max are set to 0 as well (``eps``: machine epsilon of the dtype
+    the spectrum was computed in; default: lam's own): λ^α would turn each of them into
+    noise of order sqrt(eps). For α ≥ 1 they contribute at most n·eps·|log eps| and are
+    kept, which is more accurate when the spectrum was computed in float32.
+    """
     torch = _torch()
-    lam = lam.clamp_min(0.0)
+    cutoff = 0.0
+    if alpha < 1.0:
+        if eps is None:
+            eps = float(torch.finfo(lam.dtype).eps)
+        cutoff = lam.shape[0] * eps * float(lam.max())
+    lam = torch.where(lam > cutoff, lam, torch.zeros_like(lam))
     lam = lam / lam.sum()
     if alpha == 1.0:
         pos = lam[lam > 0]
@@ -151,7 +165,8 @@ def matrix_entropy(k: Any, alpha: float = 1.0, precision: str = "float64") -> fl
     a = _normalized(k.to(torch.float64 if precision == "float64" else torch.float32))
     if alpha == 2.0:
         return float(-torch.log((a * a).sum()))
-    return entropy_from_eigenvalues(torch.linalg.eigvalsh(a).to(torch.float64), alpha)
+    lam = torch.linalg.eigvalsh(a)
+    return entropy_from_eigenvalues(lam.to(torch.float64), alpha, torch.finfo(lam.dtype).eps)
 
 
 def joint_entropy(k1: Any, k2: Any, alpha: float = 1.0, precision: str = "float64") -> float:
@@ -190,10 +205,6 @@ class RenyiEstimator(Estimator):
     # n = 500 with σ = 1 the value is about 0.1-0.2 nats (see docs/estimators.md).
     independence_tolerance = 0.35
 
-    def check_params(self, params: dict[str, Any], x: np.ndarray, y: Target) -> None:
-        if params["kernel"] in ("polynomial", "linear") and isinstance(params["sigma"], str):
-            pass  # width is unused by these kernels
-
     # -- the pieces, exposed so that pipelines can reuse them --------------------------
     def prepare_side(self, values: np.ndarray, params: dict[str, Any], sigma: Any) -> tuple:
         """Gram matrix (n, n) of one side and the width used. values: (n, d) floats."""
@@ -203,8 +214,10 @@ class RenyiEstimator(Estimator):
         t = torch.as_tensor(np.ascontiguousarray(values), device=dev).to(dtype)
         if params["normalize"]:
             t = l2_normalize(t)
-        width = kernel_width(t, sigma) if params["kernel"] in ("gaussian", "laplacian") else None
-        k = gram_matrix(t, params["kernel"], width or 1.0, params["degree"], params["coef0"],
+        kernel = params["kernel"]
+        width = (kernel_width(t, sigma, p=1.0 if kernel == "laplacian" else 2.0)
+                 if kernel in ("gaussian", "laplacian") else None)
+        k = gram_matrix(t, kernel, width or 1.0, params["degree"], params["coef0"],
                         normalized_rows=params["normalize"])
         return k, width
 

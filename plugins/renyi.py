@@ -201,9 +201,10 @@ class RenyiEstimator(Estimator):
     )
     y_kinds = frozenset({"continuous", "discrete"})
     symmetric = True
-    # A kernel estimator is biased upward at finite n: on independent 2-D Gaussians at
-    # n = 500 with σ = 1 the value is about 0.1-0.2 nats (see docs/estimators.md).
-    independence_tolerance = 0.35
+    # A kernel estimator is biased upward at finite n, growing with the dimension: in the
+    # conformance setting (n = 500, d_x <= 3, d_y <= 2) it stays below 0.04 nats; at d = 8
+    # it is about 0.17 (see docs/estimators.md).
+    independence_tolerance = 0.1
 
     # -- the pieces, exposed so that pipelines can reuse them --------------------------
     def prepare_side(self, values: np.ndarray, params: dict[str, Any], sigma: Any) -> tuple:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import estimator_cmds
+from . import bench_cmds, estimator_cmds
 
 app = typer.Typer(
     name="mi-probe",
@@ -16,6 +16,7 @@ app = typer.Typer(
 
 # One line per command module; each defines register(app).
 estimator_cmds.register(app)
+bench_cmds.register(app)
 
 
 def _one_line_warnings() -> None:

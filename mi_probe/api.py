@@ -15,6 +15,7 @@ from .estimator import Estimate, Estimator
 from .params import Param, resolve_params
 from .registry import get_registry
 from .result import UNITS, MIResult, convert_unit
+from .uncertainty import add_uncertainty, check_options
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ def estimate(
     *,
     unit: str = "nats",
     y_kind: str | None = None,
+    ci: float | None = None,
+    replicates: int | None = None,
+    permutations: int = 0,
+    resample: str = "subsample",
+    resample_seed: int = 0,
     **params: Any,
 ) -> MIResult:
     """Estimate the mutual information I(x; y).
@@ -139,12 +145,22 @@ def estimate(
         estimator: registered name (see :func:`estimators`) or an Estimator.
         unit: "nats" (default) or "bits".
         y_kind: force "continuous" or "discrete" instead of inferring it from y's dtype.
+        ci: confidence level (e.g. 0.95) of an interval put in ``result.ci``.
+        replicates: number of resampled estimates behind the interval (default 20 when
+            ``ci`` is given); they go in ``result.replicates``.
+        permutations: P > 0 runs a permutation test: y shuffled P times; the p-value,
+            null mean/sd and excess over the null go in ``result.extras``.
+        resample: "subsample" (half-samples without replacement, any estimator) or
+            "seeds" (randomized estimators: seeds only); see :mod:`mi_probe.uncertainty`.
+        resample_seed: seed of the subsamples and permutations.
         **params: estimator parameters; unknown names are rejected.
 
     Returns:
         An :class:`MIResult`.
     """
-    return estimate_layers([x], y, estimator, unit=unit, y_kind=y_kind, **params)[0]
+    return estimate_layers([x], y, estimator, unit=unit, y_kind=y_kind, ci=ci,
+                           replicates=replicates, permutations=permutations,
+                           resample=resample, resample_seed=resample_seed, **params)[0]
 
 
 def estimate_layers(
@@ -154,6 +170,11 @@ def estimate_layers(
     *,
     unit: str = "nats",
     y_kind: str | None = None,
+    ci: float | None = None,
+    replicates: int | None = None,
+    permutations: int = 0,
+    resample: str = "subsample",
+    resample_seed: int = 0,
     **params: Any,
 ) -> list[MIResult]:
     """Estimate I(x_l; y) for many x_l against one y (e.g. every layer of a model).
@@ -161,13 +182,18 @@ def estimate_layers(
     ``xs`` is a sequence of (n, d_l) arrays or one (L, n, d) array. Estimators that can
     share the work that depends only on y (its Gram matrix, entropy or neighbours) do it
     once. Returns one MIResult per entry of ``xs``; each one's ``seconds`` is its share of
-    the total time.
+    the total time. ``ci``, ``replicates``, ``permutations``, ``resample`` and
+    ``resample_seed`` work as in :func:`estimate`; every layer shares the same subsamples
+    and permutations.
     """
     est, target, resolved = prepare(estimator, y, params, unit=unit, y_kind=y_kind)
     if isinstance(xs, np.ndarray) and xs.ndim == 3:
         xs = list(xs)
     if len(xs) == 0:
         raise InputError("estimate_layers needs at least one x")
+    uncertain = ci is not None or replicates is not None or bool(permutations)
+    if uncertain:
+        check_options(est, ci, replicates, permutations, resample)
     mats = [as_matrix(x, "x" if len(xs) == 1 else f"xs[{i}]") for i, x in enumerate(xs)]
     for x in mats:
         check_pair(x, target, est.min_samples(resolved), est.name)
@@ -175,7 +201,12 @@ def estimate_layers(
     start = time.perf_counter()
     raws = est.compute_layers(mats, target, resolved)
     seconds = (time.perf_counter() - start) / len(mats)
-    return [
+    results = [
         to_result(est, raw, x, target, resolved, unit, seconds)
         for raw, x in zip(raws, mats, strict=True)
     ]
+    if uncertain:
+        add_uncertainty(results, est, mats, target, resolved, unit=unit, ci=ci,
+                        replicates=replicates, permutations=permutations, resample=resample,
+                        seed=resample_seed)
+    return results

@@ -25,18 +25,41 @@ def mi(
     unit: str = typer.Option("nats", "--unit", help="nats or bits"),
     y_kind: str = typer.Option(None, "--y-kind", help="force 'continuous' or 'discrete' y"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    ci: float = typer.Option(None, "--ci", help="confidence level of an interval, e.g. 0.95"),
+    replicates: int = typer.Option(
+        None, "--replicates", help="resampled estimates behind the interval (default 20)"),
+    permutations: int = typer.Option(
+        0, "--permutations", help="permutation test with this many shuffles of y"),
+    resample: str = typer.Option(
+        "subsample", "--resample", help="subsample (half-samples) or seeds (trained estimators)"),
+    trust: bool = typer.Option(True, "--trust/--no-trust",
+                               help="print the trust report (renyi: re-runs at σ/2 and 2σ)"),
 ) -> None:
     """Estimate the mutual information between two arrays stored in files."""
+    from mi_probe import trust as trust_mod
+    from mi_probe.uncertainty import describe_uncertainty
+
     xa, ya = load_array(x), load_array(y)
     params = parse_key_values(param)
-    res = mi_probe.estimate(xa, ya, estimator, unit=unit, y_kind=y_kind, **params)
+    res = mi_probe.estimate(xa, ya, estimator, unit=unit, y_kind=y_kind, ci=ci,
+                            replicates=replicates, permutations=permutations,
+                            resample=resample, **params)
+    notes = trust_mod.trust_report(res, xs=[xa], y=ya) if trust else []
     if as_json:
-        print(json.dumps(res.to_dict(), default=_json_default))
+        out = res.to_dict()
+        if trust:
+            out["trust"] = [vars(n) for n in notes]
+        print(json.dumps(out, default=_json_default))
         return
     console.print(f"I(X; Y) = [bold]{res.value:.6g}[/] {res.unit}  "
                   f"({res.estimator}, n = {res.n}, {res.seconds:.2f} s)")
-    for note in res.diagnostics:
-        console.print(f"[yellow]note:[/] {note}")
+    for line in describe_uncertainty(res):
+        console.print(f"  {line}", highlight=False)
+    if trust:
+        trust_mod.render(notes, console)
+    else:
+        for note in res.diagnostics:
+            console.print(f"[yellow]note:[/] {note}")
 
 
 def _json_default(obj):

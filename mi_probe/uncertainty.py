@@ -237,6 +237,23 @@ def _to_nats(res: MIResult) -> float:
     return float(res.value) / convert_unit(1.0, res.unit)
 
 
+def describe_uncertainty(res: MIResult) -> list[str]:
+    """Plain-text lines for the interval and the permutation test of ``res`` (may be empty)."""
+    ex, lines = res.extras, []
+    if res.ci is not None:
+        count = len(res.replicates or [])
+        how = (f"{count} subsamples of {ex.get('subsample_size')}"
+               if ex.get("resample") == "subsample" else
+               f"{count + 1} seeds, for the seed mean {ex.get('seed_mean'):.4g}")
+        lines.append(f"{ex.get('ci_level', DEFAULT_LEVEL):.0%} CI [{res.ci[0]:.4g}, "
+                     f"{res.ci[1]:.4g}] {res.unit} ({how}, {ex.get('ci_method')})")
+    if "p_value" in ex:
+        lines.append(f"permutation test: p = {ex['p_value']:.3g} over {ex['permutations']} "
+                     f"shuffles of y; null {ex['null_mean']:.3g} ± {ex['null_sd']:.2g}, "
+                     f"excess {ex['excess']:.4g} {res.unit}")
+    return lines
+
+
 # -- the shuffle baseline of a probe ------------------------------------------------------
 @dataclass
 class NullBaseline:

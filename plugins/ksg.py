@@ -136,8 +136,8 @@ class KSGEstimator(Estimator):
     symmetric = True
     randomized = True
     # On independent data at n = 500 the KSG estimate scatters around 0 with a standard
-    # deviation of about 0.01-0.02 nats in low dimension.
-    independence_tolerance = 0.05
+    # deviation of about 0.01-0.02 nats in low dimension, 0.025 for labels (Ross): 4 sd.
+    independence_tolerance = 0.1
 
     def min_samples(self, params: dict[str, Any]) -> int:
         return params["k"] + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench_cmds, estimator_cmds
+from . import bench_cmds, estimator_cmds, probe_cmds, rescale_cmds, task_cmds
 
 app = typer.Typer(
     name="mi-probe",
@@ -17,6 +17,9 @@ app = typer.Typer(
 # One line per command module; each defines register(app).
 estimator_cmds.register(app)
 bench_cmds.register(app)
+task_cmds.register(app)
+rescale_cmds.register(app)
+probe_cmds.register(app)
 
 
 def _one_line_warnings() -> None:

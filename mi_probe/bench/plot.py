@@ -30,8 +30,7 @@ def plot_heatmap(run: BenchRun, path: str | Path, dpi: int = 90) -> Path:
     height = 1.4 + 0.26 * len(tasks)
     fig, axes = plt.subplots(1, len(ns), figsize=(width, height), squeeze=False,
                              sharey=True, constrained_layout=True)
-    cmap = matplotlib.colormaps["RdBu"].copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#d9d9d9")
     image = None
     for ax, n in zip(axes[0], ns, strict=True):
         grid = np.full((len(tasks), len(ests)), np.nan)

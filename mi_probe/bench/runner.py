@@ -183,15 +183,16 @@ def split_params(items: Iterable[str], estimators: Sequence[str]) -> dict[str, d
     ``estimators`` are the run's estimator specs; a parameter must name one of them.
     """
     out: dict[str, dict[str, str]] = {}
-    for key, value in parse_key_values(items).items():
-        owners = [e for e in estimators if key.startswith(e + ".") and len(key) > len(e) + 1]
+    for item in items:
+        owners = [e for e in estimators if item.startswith(e + ".")]
         if not owners:
             raise ParameterError(
-                f"bad --param {key}={value}: bench parameters start with one of this run's "
-                f"estimators ({', '.join(estimators)}), e.g. --param ksg.k=5"
+                f"bad --param {item!r}: it names no estimator of this run "
+                f"({', '.join(estimators)}); bench parameters look like est.key=value, "
+                "e.g. --param ksg.k=5"
             )
         est = max(owners, key=len)
-        name = key[len(est) + 1:]
+        ((name, value),) = parse_key_values([item[len(est) + 1:]]).items()
         out.setdefault(est, {})[name] = value
     return out
 

@@ -182,11 +182,11 @@ class MINEEstimator(Estimator):
                 f"log {batch} = {ceiling:.3g} nats: the true MI may be much larger; raise "
                 "batch_size or use bound=mine or nwj"
             )
-        if fit.best_epoch == 1 and fit.epochs > 1:
+        if fit.best_epoch <= 1 and fit.epochs > 1:
             notes.append(
-                "the held-out bound was best after the first epoch: the critic found nothing "
-                "that generalises (independent data, too high a learning rate, or too few "
-                "samples)"
+                f"the held-out bound was best after epoch {fit.best_epoch}: the critic "
+                "found nothing that generalises (independent data, too high a learning "
+                "rate, or too few samples)"
             )
         if not fit.stopped_early:
             notes.append(
@@ -232,7 +232,9 @@ def _train(critic: Any, x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, batch: int,
     gen = torch.Generator().manual_seed(params["seed"])
     opt = torch.optim.Adam(critic.parameters(), lr=params["lr"])
     log_ema = None
-    best, best_epoch, best_state, curve = -math.inf, 0, None, []
+    best, _ = _evaluate(critic, x_te, y_te, batch, bound)  # epoch 0: the untrained critic
+    best = best if math.isfinite(best) else -math.inf
+    best_epoch, best_state, curve = 0, copy.deepcopy(critic.state_dict()), []
     n_train = x_tr.shape[0]
     epoch = 0
     for epoch in range(1, params["max_epochs"] + 1):

@@ -68,7 +68,7 @@ def _load_csv(p: Path) -> np.ndarray:
         raise FileFormatError(f"{p} is not a numeric CSV: {exc}") from None
     if arr.shape[1] == 1:
         col = arr[:, 0]
-        return col.astype(np.int64) if np.all(col == np.round(col)) and skip == 0 and \
+        return col.astype(np.int64) if np.all(col == np.round(col)) and \
             _looks_integer(rows[skip:]) else col
     return arr
 

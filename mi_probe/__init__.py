@@ -22,6 +22,8 @@ from .errors import (
 from .estimator import Estimate, Estimator
 from .hookspecs import hookimpl
 from .params import Param
+from .probe import ProbeConfig, probe  # the function shadows the module name on purpose
+from .probe_results import ProbeResults
 from .result import MIResult
 
 __version__ = "0.1.0"
@@ -38,6 +40,8 @@ __all__ = [
     "Param",
     "ParameterError",
     "PluginError",
+    "ProbeConfig",
+    "ProbeResults",
     "ResourceError",
     "UnknownEstimatorError",
     "__version__",
@@ -46,4 +50,5 @@ __all__ = [
     "estimators",
     "get_estimator",
     "hookimpl",
+    "probe",
 ]

@@ -1,0 +1,143 @@
+"""PNG figures of a probing run (matplotlib, Agg canvas; no display needed).
+
+:func:`plot_all` writes, one panel per estimator:
+
+- ``mi_by_layer.png``: I(Z_l; Y) against layer, one line per checkpoint (colour = training
+  order), a band of ±2 standard deviations over seeds when there are several, the ridge
+  layer starred and the post-final-norm value as an open marker right of layer L;
+- ``incremental_by_layer.png``: I(ΔZ_l; Y) against block l;
+- ``heatmap.png``: I(Z_l; Y) over layer × checkpoint (training step);
+- ``ridge.png``: the ridge layer over training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .probe_results import FINAL_NORM, ProbeResults, atomic_write
+
+
+def _figure(n_panels: int, width: float = 4.6, height: float = 3.4) -> tuple[Any, list[Any]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * n_panels, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return path
+
+
+def _label(results: ProbeResults, checkpoint: str) -> str:
+    step = next((r.step for r in results.rows if r.checkpoint == checkpoint), None)
+    return f"step {step}" if step is not None else checkpoint
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(x) for x in (np.linspace(0.0, 0.9, n) if n > 1 else [0.0])]
+
+
+def _curves(results: ProbeResults, quantity: str, path: Path, ylabel: str) -> Path | None:
+    from matplotlib.ticker import MaxNLocator
+
+    estimators = results.estimators
+    if not results.select(quantity=quantity):
+        return None
+    fig, axes = _figure(len(estimators))
+    checkpoints = results.checkpoints
+    for ax, est in zip(axes, estimators, strict=True):
+        for color, ckpt in zip(_colors(len(checkpoints)), checkpoints, strict=True):
+            rows = results.select(ckpt, est, quantity)
+            blocks = [r for r in rows if r.layer != FINAL_NORM]
+            if not blocks:
+                continue
+            x = np.array([r.layer_index for r in blocks])
+            y = np.array([r.value for r in blocks])
+            ax.plot(x, y, "-o", ms=3, color=color, label=_label(results, ckpt))
+            std = np.array([r.std if r.std is not None else np.nan for r in blocks])
+            if np.isfinite(std).any():
+                ax.fill_between(x, y - 2 * std, y + 2 * std, color=color, alpha=0.2, lw=0)
+            if quantity == "predictive":
+                best = int(np.argmax(y))
+                ax.plot(x[best], y[best], "*", ms=12, color=color, mec="black", mew=0.6)
+                norm = [r for r in rows if r.layer == FINAL_NORM]
+                if norm:
+                    ax.plot(x.max() + 1, norm[0].value, "o", mfc="none", color=color)
+        unit = next((r.unit for r in results.rows), "nats")
+        ax.set_title(est)
+        ax.set_xlabel("layer (0 = embedding; open marker = after final norm)"
+                      if quantity == "predictive" else "block l")
+        ax.set_ylabel(f"{ylabel} [{unit}]")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(checkpoints) <= 8:
+            ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _heatmap(results: ProbeResults, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    estimators, checkpoints = results.estimators, results.checkpoints
+    fig, axes = _figure(len(estimators), width=max(4.0, 1.0 + 0.5 * len(checkpoints)))
+    for ax, est in zip(axes, estimators, strict=True):
+        columns = [results.values(c, est) for c in checkpoints]
+        depth = max((len(c) for c in columns), default=0)
+        grid = np.full((depth, len(checkpoints)), np.nan)
+        for j, col in enumerate(columns):
+            for layer, value in col.items():
+                grid[int(layer), j] = value
+        im = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma")
+        ax.set_xticks(range(len(checkpoints)))
+        ax.set_xticklabels([_label(results, c).replace("step ", "") for c in checkpoints],
+                           rotation=90 if len(checkpoints) > 6 else 0, fontsize=7)
+        ax.set_xlabel("training step" if any(r.step is not None for r in results.rows)
+                      else "checkpoint")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("layer")
+        ax.set_title(f"I(Z_l; Y), {est}")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+def _ridge(results: ProbeResults, path: Path) -> Path:
+    fig, axes = _figure(1)
+    ax = axes[0]
+    ridge = results.ridge
+    steps = [r.step for r in ridge]
+    use_steps = all(s is not None for s in steps)
+    for est in results.estimators:
+        rows = [r for r in ridge if r.estimator == est]
+        x = [r.step if use_steps else i for i, r in enumerate(rows)]
+        ax.plot(x, [r.ridge_layer for r in rows], "-o", label=est)
+    ax.set_xlabel("training step" if use_steps else "checkpoint (in order)")
+    ax.set_ylabel("ridge layer argmax_l I(Z_l; Y)")
+    if ridge:
+        ax.set_ylim(-0.5, max(r.num_layers for r in ridge) + 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_all(results: ProbeResults, fig_dir: str | Path) -> list[Path]:
+    """Write every figure of a run into ``fig_dir``; returns the paths written."""
+    fig_dir = Path(fig_dir)
+    if not results.rows:
+        return []
+    written = [
+        _curves(results, "predictive", fig_dir / "mi_by_layer.png", "I(Z_l; Y)"),
+        _curves(results, "incremental", fig_dir / "incremental_by_layer.png", "I(ΔZ_l; Y)"),
+        _heatmap(results, fig_dir / "heatmap.png"),
+        _ridge(results, fig_dir / "ridge.png"),
+    ]
+    return [p for p in written if p is not None]

@@ -24,9 +24,12 @@ def _figure(n_panels: int, width: float = 4.6, height: float = 3.4) -> tuple[Any
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * n_panels, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width * n_panels, height), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    # Fixed margins: a layout engine costs more than the drawing at these sizes.
+    fig.subplots_adjust(left=0.75 / (width * n_panels), right=1 - 0.2 / (width * n_panels),
+                        bottom=0.16, top=0.9, wspace=0.3)
     return fig, list(axes)
 
 
@@ -111,6 +114,8 @@ def _heatmap(results: ProbeResults, path: Path) -> Path:
 
 
 def _ridge(results: ProbeResults, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _figure(1)
     ax = axes[0]
     ridge = results.ridge
@@ -122,6 +127,7 @@ def _ridge(results: ProbeResults, path: Path) -> Path:
         ax.plot(x, [r.ridge_layer for r in rows], "-o", label=est)
     ax.set_xlabel("training step" if use_steps else "checkpoint (in order)")
     ax.set_ylabel("ridge layer argmax_l I(Z_l; Y)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if ridge:
         ax.set_ylim(-0.5, max(r.num_layers for r in ridge) + 0.5)
     ax.grid(alpha=0.3)

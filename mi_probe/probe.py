@@ -571,8 +571,10 @@ class _Runner:
                     states["y"] = matrix.weight[torch.as_tensor(target_ids)].float().cpu() \
                         .numpy()
         finally:
-            del loaded
-            gc.collect()
+            big = sum(p.numel() for p in loaded.model.parameters()) > 50_000_000
+            del loaded, model
+            if big:  # free a large model's reference cycles now (a full collection is slow)
+                gc.collect()
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         meta = {"n_tokens": st.n_tokens, "n_padded": st.n_padded,

@@ -242,8 +242,89 @@ def attention_table(profiles: list[Any]) -> Table:
     return table
 
 
+@friendly_errors
+def demo_cmd(
+    quick: bool = typer.Option(False, "--quick", help="a sub-minute smoke run of the same "
+                                                      "pipeline (the model barely trains)"),
+    out: Path = typer.Option(None, "--out", "-o", help="demo folder (default: mi-probe-demo "
+                                                       "or mi-probe-demo-quick)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Run the paper's protocol on a tiny model trained from scratch: no data needed."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mi_probe.demo import FULL, QUICK, DemoCallbacks, run_demo
+
+    from .probe_cmds import render_tables
+
+    _quiet_transformers()
+    settings = QUICK if quick else FULL
+    out = out or Path("mi-probe-demo-quick" if quick else "mi-probe-demo")
+    console.print(f"mi-probe demo{' --quick' if quick else ''}: arithmetic shift task → "
+                  f"{settings.model} ({settings.layers} blocks, width {settings.width}) trained "
+                  f"from scratch → MI per layer and checkpoint → β on ID/OOD → attention",
+                  highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("", total=None, info="")
+
+        def stage(name: str, index: int, total: int) -> None:
+            progress.update(bar, description=f"[{index}/{total}] {name}", completed=0,
+                            total=None, info="")
+
+        def on_train(kind: str, info: dict[str, Any]) -> None:
+            if kind == "step":
+                progress.update(bar, completed=info["step"], total=info["total"],
+                                info=f"loss {info['loss']:.3f}")
+
+        def on_probe(ev: Any) -> None:
+            if ev.kind in ("extract", "estimate"):
+                progress.update(bar, completed=ev.done, total=ev.total,
+                                info=f"{ev.name} {ev.kind}")
+
+        def on_fit(fit: str, seed: int, step: int, total: int, loss: float) -> None:
+            progress.update(bar, completed=step, total=total, info=f"β on {fit}, loss "
+                                                                  f"{loss:.3f}")
+
+        result = run_demo(out, settings, device, DemoCallbacks(stage, on_train, on_probe,
+                                                                on_fit))
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    last_eval = result.train.last_eval() or {}
+    console.print(f"trained {result.train.steps} steps; ID test accuracy "
+                  f"{last_eval.get('eval_accuracy', float('nan')):.1%} ({timings})",
+                  highlight=False)
+    render_tables(result.probe)
+    console.print(demo_layer_table(result))
+    console.print(f"results in [bold]{out}[/] (demo.json, probe/, rescale/, attention/); "
+                  f"figures: [bold]{out / 'demo.png'}[/] and {len(result.figures) - 1} more",
+                  highlight=False)
+
+
+def demo_layer_table(result: Any) -> Table:
+    """Last checkpoint, per layer: MI, early-exit accuracy ID/OOD, β ID/OOD, attention."""
+    ridge = max(result.layers, key=lambda r: r["mi"] if r["mi"] is not None else -1)["layer"]
+    table = Table(title=f"last checkpoint by layer (▲ ridge = layer {ridge})",
+                  title_justify="left", show_edge=False)
+    for col in ("layer", "I(Z;Y)", "exit ID", "exit OOD", "β ID", "β OOD", "attn signal"):
+        table.add_column(col, justify="right")
+
+    def cell(value: float | None, pct: bool = False) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.0%}" if pct else f"{value:.3f}"
+
+    for r in result.layers:
+        table.add_row(f"{'▲ ' if r['layer'] == ridge else ''}{r['layer']}", cell(r["mi"]),
+                      cell(r["early_exit_id"], True), cell(r["early_exit_ood"], True),
+                      cell(r["beta_id"]), cell(r["beta_ood"]), cell(r["attention_signal"]))
+    return table
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
     data_app.command("arithmetic")(arithmetic)
     app.command("train")(train_cmd)
     app.command("attention")(attention_cmd)
+    app.command("demo")(demo_cmd)

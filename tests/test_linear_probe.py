@@ -159,9 +159,3 @@ def test_degenerate_continuous_y_is_a_clear_error():
     y = np.column_stack([rng.standard_normal(200), np.ones(200)])
     with pytest.raises(InputError, match="constant or linearly dependent"):
         mi_probe.estimate(rng.standard_normal((200, 2)), y, "linear-probe")
-
-
-def test_conformance():
-    from mi_probe.testing import CHECKS, check_estimator
-
-    assert check_estimator("linear-probe", max_examples=2) == list(CHECKS)

@@ -104,6 +104,7 @@ def rescale(
                           with_early_exit=early_exit and bool(evals), out=out,
                           command=sys.argv, progress=progress, on_fit_done=done)
     _print_betas(doc)
+    _print_fit_notes(doc)
     _print_evaluation(doc)
     if doc["early_exit"]:
         _print_early_exit(doc["early_exit"])
@@ -123,6 +124,20 @@ def _print_betas(doc: dict[str, Any]) -> None:
             f"{f['beta_mean'][layer]:.3f} ± {f['beta_sd'][layer]:.3f}"
             for f in doc["fits"].values()))
     console.print(table)
+
+
+def _print_fit_notes(doc: dict[str, Any]) -> None:
+    """One line per fit: steps run and the step whose β was kept, per seed."""
+    for name, fit in doc["fits"].items():
+        runs = fit["fits"]
+        kept = ", ".join(f"{r['best_step']}/{r['steps_run']}" + (" (stopped early)"
+                                                                  if r["stopped_early"] else "")
+                         for r in runs)
+        console.print(f"{name}: β kept from step {kept} (per seed)", highlight=False)
+        if any(r["best_step"] == 0 for r in runs):
+            console.print("  [yellow]note:[/] for some seeds the held-out loss never improved "
+                          "on β = 1, so β = 1 was kept; try another --lr or more data",
+                          highlight=False)
 
 
 def _print_evaluation(doc: dict[str, Any]) -> None:

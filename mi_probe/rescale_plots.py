@@ -60,6 +60,9 @@ def plot_early_exit(results: dict[str, dict[str, Any]], path: str | Path) -> Pat
     for name, res in results.items():
         ax.plot(res["layers"], res["accuracy"], marker="o", ms=3,
                 label=f"{name} (n = {res['examples']})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer l (0 = embedding output)")
     ax.set_ylabel("early-exit accuracy")
     ax.set_title("Logit lens: final norm + LM head on each layer")

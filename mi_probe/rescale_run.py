@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ def run_rescale(
     if not seeds:
         raise ParameterError("give at least one seed")
     model, started = loaded.model, time.time()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(out) if out is not None else None
     fit_sets = {n: _load(p, loaded, samples, data_seed) for n, p in fits.items()}
     eval_sets = {n: _load(p, loaded, samples, data_seed) for n, p in evals.items()}
@@ -147,7 +149,7 @@ def run_rescale(
                                            config.batch_size * 2).to_dict()
                              for n, s in eval_sets.items()}
     run = {
-        "command": list(command or []), "status": "running", "started": started,
+        "command": list(command or []), "status": "running", "started": started_at,
         "checkpoint": {"path": str(loaded.ref.path), "name": loaded.ref.name,
                        "step": loaded.ref.step, "kind": loaded.ref.kind},
         "model": identity, "device": str(device), "seeds": list(seeds),

@@ -109,6 +109,14 @@ class BenchRun:
             "records": [asdict(r) for r in self.records],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], tasks: Sequence[BenchTask]) -> BenchRun:
+        """Rebuild a run from :meth:`to_dict` output (``tasks`` in the run's order)."""
+        cfg = data["config"]
+        records = [BenchRecord(**rec) for rec in data["records"]]
+        return cls(records, list(tasks), list(cfg["estimators"]), list(cfg["ns"]),
+                   list(cfg["seeds"]), dict(cfg["params"]))
+
     def save_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON; returns the path."""
         path = Path(path)

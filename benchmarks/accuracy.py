@@ -77,8 +77,8 @@ def merge(paths: list[Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--estimator", action="append", default=[])
-    parser.add_argument("--task", action="append", default=[])
+    parser.add_argument("-e", "--estimator", action="append", default=[])
+    parser.add_argument("-t", "--task", action="append", default=[])
     parser.add_argument("--n", default="1000,5000")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--param", action="append", default=[])

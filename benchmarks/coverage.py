@@ -67,8 +67,8 @@ def measure(estimator: str, task, n: int, replicates: int, subsamples: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--estimator", action="append", default=[])
-    parser.add_argument("--task", action="append", default=[])
+    parser.add_argument("-e", "--estimator", action="append", default=[])
+    parser.add_argument("-t", "--task", action="append", default=[])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--replicates", type=int, default=100)
     parser.add_argument("--subsamples", type=int, default=20)

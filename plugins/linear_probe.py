@@ -46,12 +46,16 @@ from mi_probe.params import Param
 _MIN_SPLIT = 8
 
 
-def holdout_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of range(n) into (train, test) index arrays.
-
-    The test part has round(n · test_fraction) samples (at least one).
-    """
+def split_sizes(n: int, test_fraction: float) -> tuple[int, int]:
+    """(n_train, n_test) of :func:`holdout_split`: n_test = round(n · test_fraction),
+    at least one sample on each side."""
     n_test = min(n - 1, max(1, int(round(n * test_fraction))))
+    return n - n_test, n_test
+
+
+def holdout_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of range(n) into sorted (train, test) index arrays."""
+    n_test = split_sizes(n, test_fraction)[1]
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from mi_probe.data import Target
+from mi_probe.errors import ResourceError
 from mi_probe.estimator import Estimate, Estimator
 from mi_probe.hookspecs import hookimpl
 from mi_probe.params import Param
 
-from .linear_probe import holdout_split, split_min_samples, standardize
+from .linear_probe import holdout_split, split_min_samples, split_sizes, standardize
 from .renyi import resolve_device
 
 BOUNDS = ("mine", "nwj", "infonce")
@@ -83,6 +85,19 @@ def _critic(d_x: int, y_width: int, discrete: bool, hidden: int, layers: int) ->
             return self.body(hx[:, None, :] + hy[None, :, :]).squeeze(-1)
 
     return _Critic()
+
+
+def _pair_bytes(batch: int, hidden: int, layers: int) -> int:
+    """Rough float32 bytes of one training step's (B, B, hidden) activations and grads."""
+    return 4 * batch * batch * hidden * (2 * layers + 2)
+
+
+def _physical_memory() -> int:
+    """Physical memory in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _bound_terms(scores: Any, bound: str) -> tuple[Any, Any, Any]:
@@ -140,6 +155,18 @@ class MINEEstimator(Estimator):
     def min_samples(self, params: dict[str, Any]) -> int:
         return split_min_samples(params["test_fraction"])
 
+    def check_params(self, params: dict[str, Any], x: np.ndarray, y: Target) -> None:
+        """Refuse batches whose B² × hidden pair activations would not fit in memory."""
+        batch = min(params["batch_size"], *split_sizes(len(x), params["test_fraction"]))
+        need = _pair_bytes(batch, params["hidden"], params["layers"])
+        have = _physical_memory()
+        if have and need > have / 2:
+            raise ResourceError(
+                f"batch_size={batch} with hidden={params['hidden']} needs "
+                f"about {need / 2**30:.1f} GiB of activations per step (B² pairs), more than "
+                f"half of this machine's {have / 2**30:.0f} GiB; lower batch_size or hidden"
+            )
+
     def compute(self, x: np.ndarray, y: Target, params: dict[str, Any]) -> Estimate:
         return self.compute_layers([x], y, params)[0]
 
@@ -158,7 +185,7 @@ class MINEEstimator(Estimator):
             y_tr, y_te = (torch.as_tensor(a, dtype=torch.float32, device=device)
                           for a in standardize(*(y.values[i] for i in (train, test))))
             y_width = y.dim
-        batch = min(params["batch_size"], len(train), len(test))
+        batch = min(params["batch_size"], *split_sizes(y.n, params["test_fraction"]))
         out = []
         for x in xs:
             x_tr, x_te = (torch.as_tensor(a, dtype=torch.float32, device=device)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mi_probe
-from mi_probe.errors import ParameterError
+from mi_probe.errors import ParameterError, ResourceError
 
 RHO = 0.75
 GAUSS_MI = -0.5 * math.log(1 - RHO**2)  # 0.4133 nats
@@ -107,6 +107,12 @@ def test_bad_parameters_are_clear_errors():
         mi_probe.estimate(x, y, "mine", bound="dv")
     with pytest.raises(ParameterError, match="batch_size"):
         mi_probe.estimate(x, y, "mine", batch_size=1)
+
+
+def test_batches_too_large_for_memory_are_refused_before_training():
+    x, y = gaussian_pair(200_000, seed=0)
+    with pytest.raises(ResourceError, match="lower batch_size"):
+        mi_probe.estimate(x, y, "mine", batch_size=50_000)
 
 
 def test_missing_cuda_is_a_clear_error():

@@ -59,7 +59,7 @@ class _Fit:
     curve: list[float] = field(default_factory=list)
 
 
-def _critic(d_x: int, y_width: int, discrete: bool, hidden: int, layers: int) -> Any:
+def make_critic(d_x: int, y_width: int, discrete: bool, hidden: int, layers: int) -> Any:
     """The MLP critic T(x, y) → score; see :class:`_Critic`."""
     import torch
 
@@ -100,7 +100,7 @@ def _physical_memory() -> int:
         return 0
 
 
-def _bound_terms(scores: Any, bound: str) -> tuple[Any, Any, Any]:
+def bound_terms(scores: Any, bound: str) -> tuple[Any, Any, Any]:
     """(mean joint score, log mean exp of marginal scores, InfoNCE value) of (B, B) scores."""
     import torch
 
@@ -192,7 +192,7 @@ class MINEEstimator(Estimator):
                           for a in standardize(x[train], x[test]))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(params["seed"])
-                critic = _critic(x.shape[1], y_width, y.kind == "discrete",
+                critic = make_critic(x.shape[1], y_width, y.kind == "discrete",
                                  params["hidden"], params["layers"]).to(device)
             fit = _train(critic, x_tr, y_tr, x_te, y_te, batch, params)
             out.append(self._report(fit, batch, len(train), len(test), params))
@@ -269,7 +269,7 @@ def _train(critic: Any, x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, batch: int,
         order = torch.randperm(n_train, generator=gen).to(x_tr.device)
         for start in range(0, n_train - batch + 1, batch):
             idx = order[start:start + batch]
-            joint, log_mean_exp, nce = _bound_terms(critic.pairs(x_tr[idx], y_tr[idx]), bound)
+            joint, log_mean_exp, nce = bound_terms(critic.pairs(x_tr[idx], y_tr[idx]), bound)
             if bound == "mine":
                 # Belghazi et al.: gradient of log E[e^T] ≈ E[∇T e^T] / (moving average).
                 lme = log_mean_exp.detach()
@@ -307,7 +307,7 @@ def _evaluate(critic: Any, x: Any, y: Any, batch: int, bound: str) -> tuple[floa
     with torch.no_grad():
         for k in range(blocks):
             sel = idx[k * batch:(k + 1) * batch]
-            terms = _bound_terms(critic.pairs(x[sel], y[sel]), bound)
+            terms = bound_terms(critic.pairs(x[sel], y[sel]), bound)
             joints.append(terms[0])
             lmes.append(terms[1])
             nces.append(terms[2])

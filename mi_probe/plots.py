@@ -7,7 +7,9 @@
   layer starred and the post-final-norm value as an open marker right of layer L;
 - ``incremental_by_layer.png``: I(ΔZ_l; Y) against block l;
 - ``heatmap.png``: I(Z_l; Y) over layer × checkpoint (training step);
-- ``ridge.png``: the ridge layer over training.
+- ``ridge.png``: the ridge layer over training;
+- ``steps.png`` (multi-token runs): I(Z_l^(t); Y_t) over layer × generation step t for the
+  last checkpoint, and the sequence-kernel MI by layer for every checkpoint.
 """
 
 from __future__ import annotations
@@ -135,6 +137,47 @@ def _ridge(results: ProbeResults, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _steps(results: ProbeResults, path: Path) -> Path | None:
+    from matplotlib.ticker import MaxNLocator
+
+    estimators = [e for e in results.estimators if results.select(estimator=e, quantity="step")]
+    if not estimators:
+        return None
+    last = results.checkpoints[-1]
+    with_seq = bool(results.select(quantity="sequence"))
+    fig, axes = _figure(len(estimators) + with_seq)
+    for ax, est in zip(axes, estimators, strict=False):
+        rows = [r for r in results.select(last, est, "step") if r.layer != FINAL_NORM]
+        grid = np.full((max(r.layer_index for r in rows) + 1, max(r.t for r in rows)), np.nan)
+        for r in rows:
+            grid[r.layer_index, r.t - 1] = r.value
+        im = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma",
+                       extent=(0.5, grid.shape[1] + 0.5, -0.5, grid.shape[0] - 0.5))
+        ax.set_xlabel("generation step t")
+        ax.set_ylabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"I(Z_l^(t); Y_t), {est}, {_label(results, last)}", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    if with_seq:
+        ax = axes[-1]
+        for color, ckpt in zip(_colors(len(results.checkpoints)), results.checkpoints,
+                               strict=True):
+            for est in results.estimators:
+                rows = results.select(ckpt, est, "sequence")
+                if rows:
+                    ax.plot([r.layer_index for r in rows], [r.value for r in rows], "-o", ms=3,
+                            color=color, label=f"{_label(results, ckpt)}, {est}")
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"sequence-kernel MI [{results.rows[0].unit}]")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("sequence level (mean pairwise kernel)", fontsize=9)
+        ax.grid(alpha=0.3)
+        if len(results.checkpoints) <= 8:
+            ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_all(results: ProbeResults, fig_dir: str | Path) -> list[Path]:
     """Write every figure of a run into ``fig_dir``; returns the paths written."""
     fig_dir = Path(fig_dir)
@@ -145,5 +188,6 @@ def plot_all(results: ProbeResults, fig_dir: str | Path) -> list[Path]:
         _curves(results, "incremental", fig_dir / "incremental_by_layer.png", "I(ΔZ_l; Y)"),
         _heatmap(results, fig_dir / "heatmap.png"),
         _ridge(results, fig_dir / "ridge.png"),
+        _steps(results, fig_dir / "steps.png"),
     ]
     return [p for p in written if p is not None]

@@ -17,6 +17,12 @@ Definitions (defaults follow the InfoRidge paper):
 - Y: the target token's row of the input embedding matrix (``target="embedding"``), of the
   unembedding (``"unembedding"``), or its token id as a discrete label (``"token-id"``).
 - Rows of Z, ΔZ and continuous Y are l2-normalised unless ``normalize=False``.
+- Multi-token (``steps`` T > 1): the model reads the prompt and the first T − 1 target
+  tokens (teacher forcing); Z_l^(t) is the state at the token that predicts target token t,
+  Y_t that token's row. ``step`` rows hold I(Z_l^(t); Y_t) for t = 1..T (t = 1 is the
+  ``predictive`` value), ``sequence`` rows the sequence-level MI whose kernel between two
+  samples is the mean pairwise kernel between their T per-step states (estimators with a
+  ``compute_sequence_layers`` method: renyi).
 - Seeds: the probe set holds ``samples × seeds`` examples (fewer if the data has fewer),
   shuffled with ``seed``; replicate k uses ``samples`` consecutive examples of that order
   starting at k·(pool − samples)/(seeds − 1), so replicates are disjoint when the data
@@ -54,6 +60,7 @@ from .probe_results import (
     write_json,
     write_results,
 )
+from .result import convert_unit
 
 TARGETS = ("embedding", "unembedding", "token-id")
 STATES_FORMAT = 1  # bump when the cached states' layout or meaning changes
@@ -91,6 +98,8 @@ class ProbeConfig:
         blocks: dotted path of the block list, overriding the adapter (e.g. "model.layers").
         trust_remote_code: allow a checkpoint's own modelling code.
         plots: write PNG figures at the end.
+        steps: T, the target tokens per example for multi-token probing (1: the next
+            token only; see the module doc).
     """
 
     estimators: tuple[str, ...] = ("renyi",)
@@ -113,6 +122,7 @@ class ProbeConfig:
     blocks: str | None = None
     trust_remote_code: bool = False
     plots: bool = True
+    steps: int = 1
 
 
 @dataclass
@@ -213,6 +223,9 @@ def _configure(config: ProbeConfig | None, options: dict[str, Any]) -> ProbeConf
         (cfg.padding_side in PADDING_SIDES,
          f"padding side must be one of {PADDING_SIDES}, got {cfg.padding_side!r}"),
         (bool(cfg.estimators), "give at least one estimator"),
+        (cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}"),
+        (cfg.steps == 1 or cfg.pooling == "last",
+         "multi-token probing (steps > 1) needs pooling 'last'"),
     ]
     for ok, message in checks:
         if not ok:
@@ -308,7 +321,7 @@ def _environment() -> dict[str, Any]:
 
 
 def _l2(a: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    norms = np.linalg.norm(a, axis=-1, keepdims=True)
     return a / np.where(norms > 0, norms, 1.0)
 
 
@@ -323,6 +336,20 @@ def estimate_rows(
     from .api import estimate_layers
 
     return estimate_layers(xs, y, estimator, unit=unit, **params)
+
+
+def _teacher_forced(examples: Sequence[Any], steps: int
+                    ) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray]:
+    """Model inputs, kept positions and target ids: the prompts, None and (n,) ids for one
+    step; for T > 1 steps the prompt plus T − 1 target tokens, the T positions that predict
+    target tokens 1..T, and (n, T) ids."""
+    if steps == 1:
+        return ([list(e.input_ids) for e in examples], None,
+                np.array([e.target_id for e in examples], dtype=np.int64))
+    seqs = [[*e.input_ids, *e.target_ids[:steps - 1]] for e in examples]
+    positions = [list(range(len(e.input_ids) - 1, len(e.input_ids) - 1 + steps))
+                 for e in examples]
+    return seqs, positions, np.array([e.target_ids[:steps] for e in examples], dtype=np.int64)
 
 
 class _Runner:
@@ -452,7 +479,7 @@ class _Runner:
             "format": STATES_FORMAT, "checkpoint": ident, "data": self.data["sha256"],
             "pool": cfg.samples * cfg.seeds, "seed": cfg.seed, "context": cfg.context,
             "pooling": cfg.pooling, "target": cfg.target, "dtype": cfg.dtype,
-            "blocks": cfg.blocks})
+            "blocks": cfg.blocks, **({"steps": cfg.steps} if cfg.steps > 1 else {})})
         info["states_key"] = states_key
         parts = {name: self._part_path(ref, name, states_key) for name in self.estimators}
         done = {n: part for n, p in parts.items() if (part := _read_part(p)) is not None}
@@ -524,7 +551,8 @@ class _Runner:
             cfg = self.cfg
             self.tokenized[key] = load_probe_data(cfg.data, tokenizer,
                                                   samples=cfg.samples * cfg.seeds,
-                                                  seed=cfg.seed, context=cfg.context)
+                                                  seed=cfg.seed, context=cfg.context,
+                                                  steps=cfg.steps)
         return self.tokenized[key]
 
     def _extract(self, ref: Any, info: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict]:
@@ -551,12 +579,12 @@ class _Runner:
             examples = probe_set.examples
             info["data"] = probe_set.provenance()
             pad_id = getattr(loaded.tokenizer, "pad_token_id", None) or 0
+            seqs, positions, target_ids = _teacher_forced(examples, cfg.steps)
             st = extract_states(
-                model, [e.input_ids for e in examples], adapter=adapter,
+                model, seqs, adapter=adapter, positions=positions,
                 final_norm=cfg.final_norm, pooling=cfg.pooling, batch_size=cfg.batch_size,
                 padding_side=cfg.padding_side, pad_id=pad_id,
                 progress=lambda d, t: self.emit("extract", name=ref.name, done=d, total=t))
-            target_ids = np.array([e.target_id for e in examples], dtype=np.int64)
             states = {f"layer.{k}": v for k, v in st.layers.items()}
             if st.final_norm is not None:
                 states[FINAL_NORM] = st.final_norm
@@ -587,39 +615,65 @@ class _Runner:
     def _estimate(self, ref: Any, states: dict[str, np.ndarray],
                   name: str) -> tuple[list[ResultRow], float]:
         cfg = self.cfg
-        _, params = self.estimators[name]
+        est, params = self.estimators[name]
         n_layers = sum(1 for k in states if k.startswith("layer."))
         num_blocks = n_layers - 1
         layers = [states[f"layer.{i}"] for i in range(n_layers)]
-        entries: list[tuple[str, int, np.ndarray]] = [("predictive", i, z)
-                                                      for i, z in enumerate(layers)]
+        steps = layers[0].shape[1] if layers[0].ndim == 3 else 1
+
+        def at(a: np.ndarray, t: int) -> np.ndarray:  # step t of multi-token states
+            return a[:, t] if steps > 1 else a
+
+        # (y, entries) groups; an entry is (quantity, layer index, x, generation step t)
+        entries: list[tuple[str, int, np.ndarray, int | None]] = [
+            ("predictive", i, at(z, 0), None) for i, z in enumerate(layers)]
         if cfg.final_norm and FINAL_NORM in states:
-            entries.append(("predictive", num_blocks + 1, states[FINAL_NORM]))
+            entries.append(("predictive", num_blocks + 1, at(states[FINAL_NORM], 0), None))
         if cfg.incremental:
-            entries += [("incremental", i, layers[i] - layers[i - 1])
+            entries += [("incremental", i, at(layers[i], 0) - at(layers[i - 1], 0), None)
                         for i in range(1, n_layers)]
         if cfg.target == "token-id":
             y_all = states["target_ids"]
         else:
             y_all = _l2(states["y"]) if cfg.normalize else states["y"]
+        groups = [(at(y_all, 0), entries)]
+        groups += [(y_all[:, t], [("step", i, z[:, t], t + 1) for i, z in enumerate(layers)])
+                   for t in range(1, steps)]
+        sequence = (steps > 1 and cfg.target != "token-id"
+                    and hasattr(est, "compute_sequence_layers"))
+        flat = [e for _, group in groups for e in group]
+        if sequence:
+            flat += [("sequence", i, z, None) for i, z in enumerate(layers)]
         windows = replicate_indices(len(y_all), cfg.samples, cfg.seeds, cfg.seed)
-        values = np.zeros((len(windows), len(entries)))
+        values = np.zeros((len(windows), len(flat)))
         seconds = 0.0
-        total = len(windows) * len(entries)
-        declared = {p.name for p in self.estimators[name][0].params}
+        total = len(windows) * len(flat)
+        declared = {p.name for p in est.params}
         given = cfg.params.get(name, {})
         for k, idx in enumerate(windows):
             run_params = dict(params)
             if "seed" in declared:
                 run_params["seed"] = int(given.get("seed", cfg.seed)) + k
-            xs = [_l2(x[idx]) if cfg.normalize else x[idx] for _, _, x in entries]
-            results = estimate_rows(xs, y_all[idx], name, run_params, cfg.unit)
-            values[k] = [r.value for r in results]
-            seconds += sum(r.seconds for r in results)
-            self.emit("estimate", name=ref.name, done=(k + 1) * len(entries), total=total,
-                      message=name)
+            row_values: list[float] = []
+            for y, group in groups:
+                xs = [_l2(x[idx]) if cfg.normalize else x[idx] for _, _, x, _ in group]
+                results = estimate_rows(xs, y[idx], name, run_params, cfg.unit)
+                row_values += [r.value for r in results]
+                seconds += sum(r.seconds for r in results)
+                self.emit("estimate", name=ref.name, done=k * len(flat) + len(row_values),
+                          total=total, message=name)
+            if sequence:
+                t0 = time.perf_counter()
+                xs = [_l2(z[idx]) if cfg.normalize else z[idx] for z in layers]
+                raw = est.compute_sequence_layers(xs, y_all[idx], run_params)
+                row_values += [convert_unit(float(r.value), cfg.unit) for r in raw]
+                seconds += time.perf_counter() - t0
+            values[k] = row_values
         rows = []
-        for j, (quantity, index, _) in enumerate(entries):
+        if steps > 1:  # step 1 is the predictive quantity: shown in the layer x step grid
+            flat += [("step", i, None, 1) for i in range(n_layers)]
+            values = np.concatenate([values, values[:, :n_layers]], axis=1)
+        for j, (quantity, index, _, t) in enumerate(flat):
             v = values[:, j]
             spread = {}
             if len(windows) > 1:
@@ -629,7 +683,8 @@ class _Runner:
                 checkpoint=ref.name, step=ref.step, layer=layer_name(index, num_blocks),
                 layer_index=index, quantity=quantity, estimator=name, value=float(v.mean()),
                 unit=cfg.unit, n=len(windows[0]), seeds=len(windows),
-                seconds=round(seconds / len(entries), 6), **spread))
+                seconds=round(seconds / len(flat), 6), t=t, **spread))
+        rows.sort(key=lambda r: r.t or 0)  # stable: layer-major, step-minor after sorting
         return rows, seconds
 
 

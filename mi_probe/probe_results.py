@@ -8,6 +8,9 @@ Files in a run's output directory:
   ``final_norm`` = L + 1, for sorting and plotting. ``quantity`` is ``predictive``
   (I(Z_l; Y)) or ``incremental`` (I(ΔZ_l; Y), layers 1..L). With several seeds, ``value``
   is the mean over seeds and ``std``, ``min``, ``max`` (over seeds) are added.
+  Multi-token runs (``steps`` T > 1) add ``step`` rows, I(Z_l^(t); Y_t) for generation step
+  ``t`` = 1..T (a ``t`` column), and ``sequence`` rows (the sequence kernel, estimators that
+  have one); ``predictive`` and ``incremental`` stay the first-token quantities.
 - ``ridge.csv``: per checkpoint and estimator, the ridge layer argmax_l I(Z_l; Y) over the
   layers 0..L (the final-norm entry is not a layer and is not a candidate) and its value.
 - ``run.json``: provenance (see :mod:`mi_probe.probe`).
@@ -27,7 +30,7 @@ from typing import Any
 from .errors import FileFormatError
 
 FINAL_NORM = "final_norm"
-QUANTITIES = ("predictive", "incremental")
+QUANTITIES = ("predictive", "incremental", "step", "sequence")
 RESULTS_FILE, RIDGE_FILE, RUN_FILE = "results.csv", "ridge.csv", "run.json"
 SPREAD_COLUMNS = ("std", "min", "max")
 
@@ -50,6 +53,7 @@ class ResultRow:
     min: float | None = None
     max: float | None = None
     seconds: float = 0.0
+    t: int | None = None
 
 
 @dataclass
@@ -116,10 +120,12 @@ def _csv_text(records: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def result_columns(rows: list[ResultRow]) -> list[str]:
-    """results.csv columns: the spread columns only when some row has several seeds."""
+    """results.csv columns: spread columns only with several seeds, t only with steps."""
     cols = [f.name for f in fields(ResultRow)]
     if not any(r.seeds > 1 for r in rows):
         cols = [c for c in cols if c not in SPREAD_COLUMNS]
+    if not any(r.t is not None for r in rows):
+        cols.remove("t")
     return cols
 
 
@@ -133,7 +139,7 @@ def write_results(out_dir: str | Path, rows: list[ResultRow]) -> None:
                                                       [f.name for f in fields(RidgeRow)]))
 
 
-_INT_COLUMNS = ("step", "layer_index", "n", "seeds")
+_INT_COLUMNS = ("step", "layer_index", "n", "seeds", "t")
 _FLOAT_COLUMNS = ("value", "std", "min", "max", "seconds")
 
 

@@ -122,6 +122,25 @@ def gram_matrix(
     raise ParameterError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
 
 
+def sequence_gram(
+    x: Any,
+    kernel: str = "gaussian",
+    sigma: float = 1.0,
+    degree: int = 2,
+    coef0: float = 1.0,
+    normalized_rows: bool = False,
+) -> Any:
+    """Sequence kernel (n, n) of per-step states x (n, T, d): entry (i, j) is the mean over
+    all step pairs (t, t') of κ(x_i^t, x_j^t') (the InfoRidge paper's sequence kernel).
+
+    Computed as the T×T block means of the Gram matrix of all n·T rows, so it needs
+    (n·T)² numbers of memory. A mean of PSD kernels over a product measure is PSD.
+    """
+    n, steps, d = x.shape
+    k = gram_matrix(x.reshape(n * steps, d), kernel, sigma, degree, coef0, normalized_rows)
+    return k.reshape(n, steps, n, steps).mean(dim=(1, 3))
+
+
 def _normalized(k: Any) -> Any:
     tr = _torch().trace(k)
     if not float(tr) > 0:
@@ -208,18 +227,26 @@ class RenyiEstimator(Estimator):
 
     # -- the pieces, exposed so that pipelines can reuse them --------------------------
     def prepare_side(self, values: np.ndarray, params: dict[str, Any], sigma: Any) -> tuple:
-        """Gram matrix (n, n) of one side and the width used. values: (n, d) floats."""
+        """Gram matrix (n, n) of one side and the width used. values: (n, d) floats, or
+        (n, T, d) per-step states, whose Gram matrix is the :func:`sequence_gram` (rows
+        normalised per step; a width rule sees all n·T rows)."""
         torch = _torch()
         dtype = torch.float64 if params["precision"] == "float64" else torch.float32
         dev = resolve_device(params["device"])
         t = torch.as_tensor(np.ascontiguousarray(values), device=dev).to(dtype)
+        shape = t.shape
+        t = t.reshape(-1, shape[-1])
         if params["normalize"]:
             t = l2_normalize(t)
         kernel = params["kernel"]
         width = (kernel_width(t, sigma, p=1.0 if kernel == "laplacian" else 2.0)
                  if kernel in ("gaussian", "laplacian") else None)
-        k = gram_matrix(t, kernel, width or 1.0, params["degree"], params["coef0"],
-                        normalized_rows=params["normalize"])
+        if len(shape) == 3:
+            k = sequence_gram(t.reshape(shape), kernel, width or 1.0, params["degree"],
+                              params["coef0"], normalized_rows=params["normalize"])
+        else:
+            k = gram_matrix(t, kernel, width or 1.0, params["degree"], params["coef0"],
+                            normalized_rows=params["normalize"])
         return k, width
 
     def target_gram(self, y: Target, params: dict[str, Any]) -> tuple:
@@ -238,8 +265,21 @@ class RenyiEstimator(Estimator):
     def compute_layers(
         self, xs: Sequence[np.ndarray], y: Target, params: dict[str, Any]
     ) -> list[Estimate]:
-        alpha, prec = params["alpha"], params["precision"]
         kb, y_width = self.target_gram(y, params)
+        return self._layers_against(kb, y_width, xs, params)
+
+    def compute_sequence_layers(
+        self, xs: Sequence[np.ndarray], y: np.ndarray, params: dict[str, Any]
+    ) -> list[Estimate]:
+        """Sequence-level MI (nats) of each x (n, T, d) with y (n, T, d_y): both Gram
+        matrices are sequence kernels (:func:`sequence_gram`). ``params``: resolved."""
+        sigma = params["y_sigma"] if params["y_sigma"] is not None else params["sigma"]
+        kb, y_width = self.prepare_side(y, params, sigma)
+        return self._layers_against(kb, y_width, xs, params)
+
+    def _layers_against(self, kb: Any, y_width: Any, xs: Sequence[np.ndarray],
+                        params: dict[str, Any]) -> list[Estimate]:
+        alpha, prec = params["alpha"], params["precision"]
         h_y = matrix_entropy(kb, alpha, prec)
         out = []
         for x in xs:

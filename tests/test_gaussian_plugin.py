@@ -136,6 +136,15 @@ def test_gaussian_estimator_on_random_gaussian_samples(gaussian_site, monkeypatc
     assert ridged.value == pytest.approx(res.value, rel=1e-3)
 
 
+def test_gaussian_estimator_passes_the_conformance_kit(gaussian_site, monkeypatch):
+    from mi_probe.testing import CHECKS, check_estimator
+
+    monkeypatch.syspath_prepend(str(gaussian_site))
+    from mi_probe_gaussian import GaussianEstimator
+
+    assert check_estimator(GaussianEstimator, max_examples=2) == list(CHECKS)
+
+
 def test_cli_plugins_lists_gaussian_with_version(gaussian_site):
     proc = cli("plugins", site=gaussian_site)
     assert proc.returncode == 0, proc.stderr

@@ -44,8 +44,6 @@ from mi_probe.estimator import Estimate, Estimator
 from mi_probe.hookspecs import hookimpl
 from mi_probe.params import Param
 
-#: Largest cache of y's distance blocks kept across layers (bytes).
-Y_CACHE_BYTES = 1 << 30
 #: KSG is flagged as high-dimensional when d_x + d_y exceeds this many times ln(n).
 HIGH_DIM_FACTOR = 2.0
 #: Continuous y: flag values above this fraction of the largest value KSG can return.
@@ -58,17 +56,17 @@ def jitter(values: np.ndarray, noise: float, seed: int) -> np.ndarray:
     """float64 copy of values (n, d) plus N(0, (noise · std_j)²) noise on each feature j.
 
     std_j is feature j's standard deviation (1 for constant features). The generator is
-    seeded by (seed, hash of the data), so equal data and seed give equal noise.
+    seeded by (seed, SHA-256 of the data), so equal data and seed give equal noise.
     """
     out = np.array(values, dtype=np.float64)
     if noise == 0.0:
         return out
     std = out.std(axis=0)
     scale = np.where(std > 0, std, 1.0)
-    h = hashlib.blake2b(np.ascontiguousarray(out).tobytes(), digest_size=8)
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(out)).cast("B"))
     h.update(repr(out.shape).encode())
-    rng = np.random.default_rng([seed, int.from_bytes(h.digest(), "little")])
-    out += noise * scale * rng.standard_normal(out.shape)
+    rng = np.random.default_rng([seed, int.from_bytes(h.digest()[:8], "little")])
+    out += (noise * scale) * rng.standard_normal(out.shape, dtype=np.float32)
     return out
 
 
@@ -168,15 +166,12 @@ class KSGEstimator(Estimator):
                          chunk_size=params["chunk_size"], method=params["search"])
         return res.kth.cpu().numpy(), res.counts.cpu().numpy()
 
-    def prepare_y(self, y: np.ndarray, params: dict[str, Any], layers: int) -> Any:
-        """Jittered y, prepared once for all layers (its distance blocks are kept when
-        there are several layers and they fit in :data:`Y_CACHE_BYTES`)."""
+    def prepare_y(self, y: np.ndarray, params: dict[str, Any]) -> Any:
+        """Jittered y as a prepared space, shared by all layers (when n is small enough for
+        a whole distance matrix, y's distances are then computed once)."""
         from mi_probe.neighbors import MaxNormSpace
 
-        space = MaxNormSpace(jitter(y, params["noise"], params["seed"]), params["device"])
-        if layers > 1 and space.n * space.n * 4 <= Y_CACHE_BYTES:
-            space.keep_blocks()
-        return space
+        return MaxNormSpace(jitter(y, params["noise"], params["seed"]), params["device"])
 
     # -- the estimator -----------------------------------------------------------------
     def compute(self, x: np.ndarray, y: Target, params: dict[str, Any]) -> Estimate:
@@ -188,7 +183,7 @@ class KSGEstimator(Estimator):
         if y.kind == "discrete":
             groups = LabelGroups.build(y, params["k"])
             return [self._ross(x, groups, params) for x in xs]
-        y_space = self.prepare_y(y.values, params, len(xs))
+        y_space = self.prepare_y(y.values, params)
         return [self._ksg(x, y_space, y.values.shape[1], params) for x in xs]
 
     def _ksg(self, x: np.ndarray, y_space: Any, d_y: int, params: dict[str, Any]) -> Estimate:

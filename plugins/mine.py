@@ -193,7 +193,7 @@ class MINEEstimator(Estimator):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(params["seed"])
                 critic = make_critic(x.shape[1], y_width, y.kind == "discrete",
-                                 params["hidden"], params["layers"]).to(device)
+                                     params["hidden"], params["layers"]).to(device)
             fit = _train(critic, x_tr, y_tr, x_te, y_te, batch, params)
             out.append(self._report(fit, batch, len(train), len(test), params))
         return out

@@ -1,22 +1,32 @@
-"""Exact nearest-neighbour search in the max-norm (Chebyshev), chunked, in torch.
+"""Exact nearest-neighbour search in the max-norm (Chebyshev), brute force in torch.
 
 For samples a, b in R^d the max-norm distance is ‖a − b‖_∞ = max_t |a_t − b_t|. A *joint*
 space made of several spaces (x and y in KSG) uses the max of the per-space distances,
 which is the max-norm of the concatenation, so each space is searched on its own and the
 blocks are combined elementwise.
 
-Cost and memory: O(n² · d) time, O(chunk_size · n) memory per space (rows are processed
-in chunks against all columns; never an n × n matrix). The same code runs on CPU and CUDA.
+Cost and memory: O(n² · d) time. A space whose whole (n, n) screen matrix fits in
+:data:`FULL_MATRIX_BYTES` (n ≤ 16384 by default) computes it once, each pair once (half
+the work), and reuses it for every search on that space; larger spaces go in row chunks
+against all columns with O(chunk_size · n) memory. The same code runs on CPU and CUDA.
+At d in the hundreds a KD-tree does not prune, so brute force is the fast path; at low
+total dimension on CPU (``method="auto"``) scipy's cKDTree is used instead.
 
 Exactness. Every result is the one a plain float64 computation gives: distances are
-``max_t |fl64(a_t − b_t)|`` of the float64 samples. By default the bulk of the work runs in
-float32 (a *screen*, about 2.5× faster on CPU); each decision the float32 distance cannot
-settle — it lies within a proven error bound (``MaxNormSpace.slack``) of a k-th distance
-or a radius — is recomputed from the float64 samples. The bound: with c = the per-feature
-centre of the float32 copy and M = max |x − c|, |d32 − d64| ≤ 4.5 · 2^-24 · M; ``slack``
-uses 8 · 2^-24 · M. Ties (equal float64 distances) are resolved as a float64 search would
-resolve them: counts treat them by the comparison asked for (strict or not); which of
-several tied points is "the k-th" does not change the k-th distance.
+``max_t |fl64(a_t − b_t)|`` of the float64 samples. The bulk of the work runs on a cheaper
+*screen* copy of the data, and every decision the screen cannot settle — its distance
+lies within a proven bound (``MaxNormSpace.slack``) of a k-th distance or a radius — is
+recomputed from the float64 samples. Screens, with c the per-feature mean (rounded to
+float32) and M = max |x − c|:
+
+- "int16": x − c quantised to a power-of-two step h ≥ M / 16383 (differences fit in
+  int16; about 2× faster than float32 on CPU). |screen − float64 distance| ≤ h + 2^-51·M;
+  slack = 1.001·h + 2^-40·M.
+- "float32": |d32 − d64| ≤ 4.5 · 2^-24 · M; slack = 8 · 2^-24 · M.
+
+Ties (equal float64 distances) are resolved as a float64 search would resolve them: counts
+use the comparison asked for (strict or not), and which of several tied samples is "the
+k-th" does not change the k-th distance.
 
 Reusable pieces: :class:`MaxNormSpace` (one space, prepared once and reusable across
 searches), :func:`kth_neighbor_distances`, :func:`count_within` and the one-pass
@@ -81,8 +91,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def default_chunk_size(n: int, device: torch.device) -> int:
-    """Rows per chunk: a (chunk, n) block of about 2 MiB on CPU (cache-sized; measured
-    fastest at n = 4096, d = 576), about 128 MiB on a GPU."""
+    """Rows per chunk: a (chunk, n) block of about 2^19 elements on CPU (cache-sized; as
+    fast as any at n = 4096, d = 576), 2^25 on a GPU."""
     budget = (1 << 25) if device.type == "cuda" else (1 << 19)
     return int(min(max(budget // max(n, 1), 16), max(n, 1)))
 
@@ -230,9 +240,10 @@ class MaxNormSpace:
 def max_abs_diff(rows_t: torch.Tensor, cols_t: torch.Tensor) -> torch.Tensor:
     """Max-norm distances between the columns of rows_t (d, m) and cols_t (d, n): (m, n).
 
-    One pass per feature over an (m, n) buffer (subtract, abs, running max). Measured at
-    n = 4096, d = 576 on one CPU thread, float32: 2.2 s, against 6.4 s for
-    ``torch.cdist(p=inf)`` and 6.5-7 s for scipy/scikit-learn's chebyshev.
+    One pass per feature over an (m, n) buffer (subtract, abs, running max); any dtype
+    (int16 screens too). Measured for all pairs at n = 4096, d = 576 on one CPU thread:
+    float32 2.2 s, against 6.4 s for ``torch.cdist(p=inf)`` and 6.5-7 s for scipy's and
+    scikit-learn's chebyshev; int16 about half the float32 time.
     """
     d, m = rows_t.shape
     out = torch.zeros((m, cols_t.shape[1]), dtype=cols_t.dtype, device=cols_t.device)
@@ -264,11 +275,13 @@ class KnnCounts:
             space to any of the k nearest joint neighbours (KSG algorithm 2), or None.
         counts: (n, S) int64 neighbours within the radius in each space (self excluded),
             or None when no counting was asked for.
+        method: the search that produced it ("brute", "kdtree", or a plugin's name).
     """
 
     kth: torch.Tensor
     per_space_radius: torch.Tensor | None
     counts: torch.Tensor | None
+    method: str = ""
 
 
 def knn_counts(
@@ -335,7 +348,7 @@ def knn_counts(
                 radius[start:stop, s] = r
                 strict = False
             counts[start:stop, s] = chunk.count(s, r, strict)
-    return KnnCounts(kth, radius, counts)
+    return KnnCounts(kth, radius, counts, "brute")
 
 
 def choose_method(method: str, spaces: Sequence[MaxNormSpace]) -> str:
@@ -389,7 +402,7 @@ def _kdtree_knn_counts(spaces: list[MaxNormSpace], k_row: torch.Tensor,
             counts[:, s] = np.where((r > 0) | (count != "joint"), within - self_in, 0)
         counts = torch.from_numpy(counts)
         radius = None if radius is None else torch.from_numpy(radius)
-    return KnnCounts(torch.from_numpy(kth), radius, counts)
+    return KnnCounts(torch.from_numpy(kth), radius, counts, "kdtree")
 
 
 def kth_neighbor_distances(

@@ -23,8 +23,10 @@ deviation ``noise`` × that feature's standard deviation, drawn from a generator
 ``seed`` and a hash of the data, so the noise depends on the data, not on which side it is
 passed: I(x; y) = I(y; x) exactly, and ``estimate_layers`` equals per-layer calls.
 
-The neighbour search (mi_probe.neighbors) is exact (float64 results) and chunked: O(n² ·
-(d_x + d_y)) time, O(chunk · n) memory, on CPU or CUDA with identical results.
+The neighbour search (mi_probe.neighbors) is exact (float64 decisions): brute force in
+torch, O(n² · (d_x + d_y)) time, on CPU or CUDA with identical results (a KD-tree on CPU
+at low dimension). Memory: each space keeps its n × n screen matrix up to n = 16384
+(1 GiB; y's is then computed once for all layers), beyond that O(chunk_size · n).
 """
 
 from __future__ import annotations
@@ -148,12 +150,15 @@ class KSGEstimator(Estimator):
             )
 
     # -- the neighbour search: a subclass may swap the backend -------------------------
-    def neighbor_stats(self, spaces: list[np.ndarray], k: Any, params: dict[str, Any],
-                       groups: np.ndarray | None = None, count: str = "joint",
-                       context: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """k-th joint distance (n,) and counts (n, S) per space; see
-        :func:`mi_probe.neighbors.knn_counts`. ``spaces`` holds jittered float64 arrays or
-        prepared :class:`~mi_probe.neighbors.MaxNormSpace` objects."""
+    def neighbor_stats(self, spaces: list[Any], k: Any, params: dict[str, Any],
+                       groups: np.ndarray | None = None, count: str = "joint") -> Any:
+        """k-th joint distance and counts per space, as a
+        :class:`mi_probe.neighbors.KnnCounts` (see :func:`mi_probe.neighbors.knn_counts`).
+
+        ``spaces`` holds jittered float64 (n, d) arrays or prepared
+        :class:`~mi_probe.neighbors.MaxNormSpace` objects; ``k`` an int or (n,) ints;
+        ``groups`` optional (n,) labels. Subclasses may swap the search backend here.
+        """
         import torch
 
         from mi_probe.neighbors import MaxNormSpace, knn_counts, resolve_device
@@ -161,10 +166,9 @@ class KSGEstimator(Estimator):
         dev = resolve_device(params["device"])
         prepared = [s if isinstance(s, MaxNormSpace) else MaxNormSpace(s, dev)
                     for s in spaces]
-        res = knn_counts(prepared, torch.as_tensor(k), count=count,
-                         groups=None if groups is None else torch.as_tensor(groups).to(dev),
-                         chunk_size=params["chunk_size"], method=params["search"])
-        return res.kth.cpu().numpy(), res.counts.cpu().numpy()
+        return knn_counts(prepared, torch.as_tensor(k), count=count,
+                          groups=None if groups is None else torch.as_tensor(groups).to(dev),
+                          chunk_size=params["chunk_size"], method=params["search"])
 
     def prepare_y(self, y: np.ndarray, params: dict[str, Any]) -> Any:
         """Jittered y as a prepared space, shared by all layers (when n is small enough for
@@ -189,15 +193,16 @@ class KSGEstimator(Estimator):
     def _ksg(self, x: np.ndarray, y_space: Any, d_y: int, params: dict[str, Any]) -> Estimate:
         k, alg, n = params["k"], params["algorithm"], x.shape[0]
         xj = jitter(x, params["noise"], params["seed"])
-        kth, counts = self.neighbor_stats([xj, y_space], k, params,
-                                          count="joint" if alg == 1 else "per-space")
+        res = self.neighbor_stats([xj, y_space], k, params,
+                                  count="joint" if alg == 1 else "per-space")
+        kth, counts = res.kth.cpu().numpy(), res.counts.cpu().numpy()
         if alg == 1:
             value = digamma(k) + digamma(n) - np.mean(digamma(counts + 1).sum(axis=1))
             ceiling = digamma(n) - digamma(k)
         else:
             value = digamma(k) - 1.0 / k + digamma(n) - np.mean(digamma(counts).sum(axis=1))
             ceiling = digamma(n) - digamma(k) - 1.0 / k
-        notes = _common_notes(float(value), n, x.shape[1] + d_y, kth, params)
+        notes = _common_notes(float(value), n, x.shape[1] + d_y, "x and y have", kth, params)
         if value > HIGH_MI_FRACTION * ceiling:
             notes.append(
                 f"the value is {value / ceiling:.0%} of the largest one KSG can return at "
@@ -206,18 +211,19 @@ class KSGEstimator(Estimator):
                 "Ver Steeg & Galstyan 2015), so the true MI may be much larger"
             )
         extras = {"variant": f"ksg{alg}", "n_used": n, "ceiling_nats": float(ceiling),
-                  "zero_radius_samples": int((kth == 0).sum())}
+                  "zero_radius_samples": int((kth == 0).sum()), "search": res.method}
         return Estimate(float(value), notes, extras)
 
     def _ross(self, x: np.ndarray, groups: LabelGroups, params: dict[str, Any]) -> Estimate:
         xj = jitter(x[groups.keep], params["noise"], params["seed"])
         n = xj.shape[0]
-        kth, counts = self.neighbor_stats([xj], groups.k, params, groups=groups.codes)
+        res = self.neighbor_stats([xj], groups.k, params, groups=groups.codes)
+        kth, counts = res.kth.cpu().numpy(), res.counts.cpu().numpy()
         mean_psi_size = float(np.mean(digamma(groups.class_size)))
         value = (digamma(n) + np.mean(digamma(groups.k)) - mean_psi_size
                  - np.mean(digamma(counts[:, 0] + 1)))
         ceiling = digamma(n) - mean_psi_size
-        notes = _common_notes(float(value), n, x.shape[1], kth, params)
+        notes = _common_notes(float(value), n, x.shape[1], "x has", kth, params)
         dropped = int((~groups.keep).sum())
         if groups.n_rare_labels:
             notes.append(
@@ -233,17 +239,18 @@ class KSGEstimator(Estimator):
                 "almost perfectly separated by nearest neighbours in x"
             )
         extras = {"variant": "ross", "n_used": n, "ceiling_nats": float(ceiling),
-                  "zero_radius_samples": int((kth == 0).sum()), "samples_dropped": dropped}
+                  "zero_radius_samples": int((kth == 0).sum()), "samples_dropped": dropped,
+                  "search": res.method}
         return Estimate(float(value), notes, extras)
 
 
-def _common_notes(value: float, n: int, dim: int, kth: np.ndarray,
+def _common_notes(value: float, n: int, dim: int, subject: str, kth: np.ndarray,
                   params: dict[str, Any]) -> list[str]:
     """Diagnostics shared by the continuous and the discrete-y estimators."""
     notes = []
     if dim > HIGH_DIM_FACTOR * math.log(n):
         notes.append(
-            f"x and y have {dim} dimensions together, large against ln(n) = {math.log(n):.1f}: "
+            f"{subject} {dim} dimensions, large against ln(n) = {math.log(n):.1f}: "
             "nearest-neighbour distances concentrate in high dimension and KSG is biased "
             "(toward 0 for dependent data); compare values only at equal n and dimension"
         )

@@ -46,7 +46,7 @@ def markdown_table(data: dict) -> str:
         for key in keys:
             cell = cells.get((key[0], task["name"], key[1]))
             if cell is None or cell["status"] == "skipped":
-                row.append("–")
+                row.append("·" if cell is None else "–")  # not run / y kind not accepted
                 continue
             scored[key] += 1
             if cell["status"] == "failed":

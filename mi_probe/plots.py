@@ -10,6 +10,10 @@
 - ``ridge.png``: the ridge layer over training;
 - ``steps.png`` (multi-token runs): I(Z_l^(t); Y_t) over layer × generation step t for the
   last checkpoint, and the sequence-kernel MI by layer for every checkpoint.
+
+Figures of a rescale run (:mod:`mi_probe.rescale_run`): :func:`plot_betas` (β by block, one
+line per fit, ± 1 sd band over seeds) and :func:`plot_early_exit` (early-exit accuracy by
+layer, one line per evaluation set).
 """
 
 from __future__ import annotations
@@ -191,3 +195,45 @@ def plot_all(results: ProbeResults, fig_dir: str | Path) -> list[Path]:
         _steps(results, fig_dir / "steps.png"),
     ]
     return [p for p in written if p is not None]
+
+
+def plot_betas(doc: dict[str, Any], path: str | Path) -> Path:
+    """β_l against block l (1..L) for every fit of a rescale ``betas.json`` document."""
+    fig, (ax,) = _figure(1, width=6.0, height=3.6)
+    layers = np.arange(1, doc["num_layers"] + 1)
+    for name, fit in doc["fits"].items():
+        mean, sd = np.array(fit["beta_mean"]), np.array(fit["beta_sd"])
+        n = len(fit["seeds"])
+        (line,) = ax.plot(layers, mean, marker="o", ms=3,
+                          label=f"{name} ({n} seed{'s' if n > 1 else ''})")
+        if n > 1:
+            ax.fill_between(layers, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("block l")
+    ax.set_ylabel("β_l (mean ± sd over seeds)")
+    ax.set_title("Fitted residual scales")
+    _integer_ticks(ax)
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, Path(path))
+
+
+def plot_early_exit(results: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Early-exit accuracy against layer (0 = embeddings) for every evaluation set."""
+    fig, (ax,) = _figure(1, width=6.0, height=3.6)
+    for name, res in results.items():
+        ax.plot(res["layers"], res["accuracy"], marker="o", ms=3,
+                label=f"{name} (n = {res['examples']})")
+    ax.set_xlabel("layer l (0 = embedding output)")
+    ax.set_ylabel("early-exit accuracy")
+    ax.set_title("Logit lens: final norm + LM head on each layer")
+    _integer_ticks(ax)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, Path(path))
+
+
+def _integer_ticks(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

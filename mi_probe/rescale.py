@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from .adapters import ModelAdapter, find_adapter
 from .errors import CheckpointError, FileFormatError, MIProbeError
+from .probe_results import atomic_write, write_json
 
 BETA_FORMAT = "mi-probe-betas"
 BETA_FORMAT_VERSION = 1
@@ -212,31 +211,6 @@ def model_identity(model: Any, adapter: ModelAdapter, ref: Any = None) -> dict[s
 
 
 # -- saving and loading β alone ----------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """JSON-dump ``obj`` (indented) to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
-
-
 def save_betas(path: str | Path, betas: Any, meta: dict[str, Any] | None = None,
                ) -> tuple[Path, Path]:
     """Save β to ``<stem>.safetensors`` (tensor "beta", float32, shape (L,)) plus ``<stem>.json``.
@@ -252,10 +226,11 @@ def save_betas(path: str | Path, betas: Any, meta: dict[str, Any] | None = None,
     stem = _stem(path)
     st_path, json_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     header = {"format": BETA_FORMAT, "num_layers": str(values.numel())}
-    atomic_write_bytes(st_path, save({"beta": values}, metadata=header))
+    data = save({"beta": values}, metadata=header)
+    atomic_write(st_path, lambda f: f.write(data))
     doc = {"format": BETA_FORMAT, "version": BETA_FORMAT_VERSION,
            "num_layers": values.numel(), "beta": values.tolist(), **(meta or {})}
-    atomic_write_json(json_path, doc)
+    write_json(json_path, doc)
     return st_path, json_path
 
 

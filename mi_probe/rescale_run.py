@@ -12,7 +12,7 @@ with the fitted β. Under ``out`` it writes:
 - ``betas/<fit>-seed<k>.safetensors`` (+ ``.json``): β of each seed, loadable with
   :meth:`mi_probe.rescale.ResidualScaling.from_file`; ``betas/<fit>-mean.*``: the seed mean.
 - ``run.json``: provenance (checkpoint, data hashes, settings, versions, timings).
-- ``betas.png`` and ``early_exit.png`` (see :mod:`mi_probe.rescale_plots`).
+- ``betas.png`` and ``early_exit.png`` (see :mod:`mi_probe.plots`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from .checkpoints import CheckpointRef, LoadedCheckpoint, discover_checkpoints
 from .early_exit import early_exit
 from .errors import CheckpointError, FileFormatError, ParameterError
 from .probe_data import ProbeSet, load_probe_data
-from .rescale import ResidualScaling, atomic_write_json, model_identity, save_betas
+from .probe_results import write_json
+from .rescale import ResidualScaling, model_identity, save_betas
 from .rescale_train import FitConfig, FitResult, evaluate, fit_betas
 
 RESULTS_FORMAT = "mi-probe-rescale"
@@ -182,7 +183,7 @@ def run_rescale(
     run.update(status="complete", seconds=time.time() - started)
     _write(out, doc, run)
     if out is not None:
-        from .rescale_plots import plot_betas, plot_early_exit
+        from .plots import plot_betas, plot_early_exit
 
         plot_betas(doc, out / "betas.png")
         if doc["early_exit"]:
@@ -237,8 +238,8 @@ def _save_fit_betas(out: Path, name: str, results: list[FitResult], entry: dict[
 def _write(out: Path | None, doc: dict[str, Any], run: dict[str, Any]) -> None:
     if out is None:
         return
-    atomic_write_json(out / "betas.json", doc)
-    atomic_write_json(out / "run.json", run)
+    write_json(out / "betas.json", doc)
+    write_json(out / "run.json", run)
 
 
 def run_early_exit(
@@ -270,10 +271,10 @@ def run_early_exit(
         if scaling is not None:
             scaling.remove()
     if out is not None:
-        from .rescale_plots import plot_early_exit
+        from .plots import plot_early_exit
 
         out = Path(out)
-        atomic_write_json(out / "early_exit.json", {
+        write_json(out / "early_exit.json", {
             "results": results, "betas": str(betas) if betas else None,
             "command": list(command or []), "model": model_identity(loaded.model, adapter,
                                                                     loaded.ref),

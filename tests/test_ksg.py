@@ -7,7 +7,10 @@ library) on tie-free data with noise=0.
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata as md
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from mi_probe.neighbors import (
     knn_counts,
     kth_neighbor_distances,
 )
+from mi_probe.registry import register_plugin, unregister_plugin
 from mi_probe.testing import check_estimator
 
 
@@ -302,3 +306,44 @@ def test_estimator_metadata():
     assert est.min_samples({"k": 5}) == 6
     assert {p.name for p in est.params} >= {"k", "algorithm", "noise", "seed", "device",
                                             "chunk_size"}
+
+
+# -- the separately installable faiss plugin ----------------------------------------------
+FAISS_SRC = Path(__file__).resolve().parents[1] / "plugins" / "third_party" / "mi-probe-faiss"
+
+
+@pytest.fixture
+def ksg_faiss(monkeypatch):
+    """The mi-probe-faiss plugin, imported from its source tree and registered at run
+    time (unregistered afterwards); skipped when faiss is not installed."""
+    pytest.importorskip("faiss")
+    if "ksg-faiss" in {info.name for info in mi_probe.estimators()}:
+        yield None  # installed in this environment: use it as it is
+        return
+    monkeypatch.syspath_prepend(str(FAISS_SRC))
+    register_plugin(importlib.import_module("mi_probe_faiss"), "ksg-faiss-test")
+    yield None
+    unregister_plugin("ksg-faiss-test")
+
+
+def test_faiss_plugin_equals_builtin_ksg(ksg_faiss):
+    x, y, _ = gaussian_pair(12, 600, (0.8,), 2)
+    labels = (x[:, 0] + 0.3 * y[:, 0] > 0).astype(int) + (x[:, 1] > 1)
+    for target, params in ((y, {}), (y, {"algorithm": 2}), (labels, {"k": 5})):
+        got = mi_probe.estimate(x, target, "ksg-faiss", **params)
+        assert got.extras["search"] == "faiss"
+        assert got.value == ksg(x, target, **params).value
+    wide = np.random.default_rng(0).standard_normal((300, 12))  # joint d = 13 > 8
+    got = mi_probe.estimate(wide, y[:300], "ksg-faiss")
+    assert "faiss L2 bound too loose" in got.extras["search"]
+    assert got.value == ksg(wide, y[:300]).value
+
+
+def test_faiss_plugin_installs_with_its_entry_point(tmp_path):
+    pytest.importorskip("faiss")
+    from test_gaussian_plugin import pip_install_target
+
+    site = pip_install_target(FAISS_SRC, tmp_path / "site", tmp_path)
+    eps = [ep for dist in md.distributions(path=[str(site)])
+           for ep in dist.entry_points if ep.group == "mi_probe"]
+    assert [(ep.name, ep.value) for ep in eps] == [("ksg-faiss", "mi_probe_faiss")]

@@ -17,7 +17,8 @@ with the same label, max-norm, then counts over all samples), so the values must
   mi-probe and the baseline on the first column of x only (a separate 1-D section).
 
 Each timing is the best of ``--repeats`` runs in this process, one thread each by default
-(npeet-plus and the baseline are single-threaded). Run:
+(npeet-plus and the baseline are single-threaded); one more mi-probe row uses all cores
+(its CPU seconds then add up over threads). Run:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ksg.py                  # n=4096, d=576
     OMP_NUM_THREADS=1 python benchmarks/bench_ksg.py --n 1024 --d 64  # quick
@@ -149,6 +150,16 @@ def main() -> None:
     npeet = optional("npeet_plus") or optional("npeet")
     ennemi = optional("ennemi")
     runners: dict[str, Callable[[], float]] = {"mi-probe": ours(x)}
+    cores = os.cpu_count() or 1
+    if cores > args.threads:
+        def all_cores() -> float:
+            torch.set_num_threads(cores)
+            try:
+                return ours(x)()
+            finally:
+                torch.set_num_threads(args.threads)
+
+        runners[f"mi-probe {cores}thr"] = all_cores
     if "kdtree" not in args.skip:
         runners["kdtree"] = lambda: kdtree_ross(x, labels, k)
     if npeet is not None and "npeet-plus" not in args.skip:

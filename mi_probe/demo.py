@@ -51,16 +51,19 @@ class DemoSettings:
         fit_samples, fit_steps, fit_lr: β fits (examples per fit set, steps, learning rate).
         attention_samples: prompts for the attention profile.
         seed: one seed for everything.
+        threads: torch CPU threads while the demo runs (None: leave as is). Models this
+            small run fastest on one: on a busy 2-core machine two OpenMP threads made
+            training several times slower.
     """
 
     n_train: int = 4000
     n_test: int = 512
     model: str = "tiny-llama"
-    layers: int = 6
+    layers: int = 4
     width: int = 64
     heads: int = 4
-    steps: int = 1500
-    save_every: int = 250
+    steps: int = 1400
+    save_every: int = 200
     batch_size: int = 32
     lr: float = 3e-3
     probe_samples: int = 512
@@ -69,6 +72,7 @@ class DemoSettings:
     fit_lr: float = 0.05
     attention_samples: int = 256
     seed: int = 0
+    threads: int | None = 1
 
 
 FULL = DemoSettings()
@@ -133,6 +137,18 @@ def prepare_out(out: Path) -> None:
 def run_demo(out: str | Path, settings: DemoSettings = FULL, device: str = "auto",
              callbacks: DemoCallbacks | None = None) -> DemoResult:
     """Run the whole protocol (see the module doc) and return its results."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run_demo(Path(out), settings, device, callbacks or DemoCallbacks())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(out: Path, s: DemoSettings, device: str, cb: DemoCallbacks) -> DemoResult:
     from .adapters import find_adapter
     from .attention import attention_profile, plot_profiles, signal_mask, write_csv
     from .checkpoints import discover_checkpoints, load_checkpoint
@@ -143,14 +159,11 @@ def run_demo(out: str | Path, settings: DemoSettings = FULL, device: str = "auto
     from .tasks import ArithmeticTask, write_arithmetic
     from .train import TrainConfig, train
 
-    cb = callbacks or DemoCallbacks()
-    out = Path(out)
     torch_device = resolve_device(device)
     dev = str(torch_device)
     prepare_out(out)
     timer = _StageTimer(cb.stage)
 
-    s = settings
     timer.start("data")
     data = write_arithmetic(out / "data", ArithmeticTask(), s.n_train, s.n_test, s.seed)
 
@@ -193,7 +206,7 @@ def run_demo(out: str | Path, settings: DemoSettings = FULL, device: str = "auto
     attention_png = plot_profiles(profiles, out / "attention" / "attention.png")
     timer.finish()
 
-    result = DemoResult(out, settings, trained, probed, betas, profiles, seconds=timer.seconds)
+    result = DemoResult(out, s, trained, probed, betas, profiles, seconds=timer.seconds)
     result.layers = layer_summary(result)
     result.figures = [plot_demo(result, out / "demo.png"), attention_png,
                       *sorted((out / "probe").rglob("*.png")),

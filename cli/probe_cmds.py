@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,30 @@ def render_tables(results: ProbeResults) -> None:
                       "results.csv)")
 
 
+def render_steps(results: ProbeResults) -> None:
+    """Multi-token runs: I(Z_l^(t); Y_t) by layer and step t, and the sequence-kernel MI,
+    for the last checkpoint and each estimator with step rows."""
+    last = results.checkpoints[-1] if results.checkpoints else None
+    for est in results.estimators:
+        rows = results.select(last, est, "step")
+        if not rows:
+            continue
+        ts = sorted({r.t for r in rows})
+        seq = {r.layer: r.value for r in results.select(last, est, "sequence")}
+        table = Table(title=f"I(Z_l^(t); Y_t) by generation step t — {est}, {last}, in "
+                            f"{rows[0].unit}", title_justify="left", show_edge=False)
+        table.add_column("layer")
+        for t in ts:
+            table.add_column(f"t={t}", justify="right")
+        if seq:
+            table.add_column("sequence", justify="right")
+        for layer in dict.fromkeys(r.layer for r in rows):
+            values = {r.t: r.value for r in rows if r.layer == layer}
+            cells = [f"{values[t]:.4f}" if t in values else "" for t in ts]
+            table.add_row(layer, *cells, *([f"{seq[layer]:.4f}"] if seq else []))
+        console.print(table)
+
+
 @friendly_errors
 def estimate_cmd(
     checkpoints: Path = typer.Argument(
@@ -165,8 +190,12 @@ def estimate_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="allow a checkpoint's own modelling code"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG figures"),
+    steps: int = typer.Option(1, "--steps", help="multi-token: T target tokens per example "
+                              "(teacher-forced); adds I(Z_l^(t); Y_t) per step t and the "
+                              "sequence-kernel MI"),
 ) -> None:
     """Probe every checkpoint layer by layer: I(Z_l; Y), I(ΔZ_l; Y) and the ridge layer."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader bars; ours is rich
     from mi_probe.probe import default_out_dir, probe
 
     estimators = list(dict.fromkeys(estimator))
@@ -181,8 +210,9 @@ def estimate_cmd(
             seeds=seeds, context=context, pooling=pooling, target=target,
             normalize=normalize, incremental=incremental, final_norm=final_norm, unit=unit,
             device=device, dtype=dtype, batch_size=batch_size, padding_side=padding_side,
-            blocks=blocks, trust_remote_code=trust_remote_code, plots=plots)
+            blocks=blocks, trust_remote_code=trust_remote_code, plots=plots, steps=steps)
     render_tables(results)
+    render_steps(results)
     for name, reason in results.failed.items():
         err_console.print(f"[yellow]skipped[/] {name}: {reason}", highlight=False)
     console.print(f"results in {out_dir}/ (results.csv, ridge.csv, run.json"

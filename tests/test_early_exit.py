@@ -22,7 +22,7 @@ def examples(n: int = 24, seed: int = 0) -> list[ProbeExample]:
     return out
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
 def test_last_layer_is_the_model_prediction(arch):
     model, data = build_model(arch, layers=3), examples()
     lens = early_exit(model, data, batch_size=5)

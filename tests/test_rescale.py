@@ -87,7 +87,7 @@ def logits_of(model, ids):
 
 
 # -- exactness ------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
 def test_beta_one_reproduces_the_model(arch):
     model = build_model(arch, layers=3)
     if arch == "gpt_neox":

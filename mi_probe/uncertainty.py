@@ -283,11 +283,28 @@ class NullBaseline:
 
 def null_from_result(res: MIResult) -> NullBaseline:
     """The :class:`NullBaseline` stored in a result estimated with ``permutations``."""
-    if "null_mean" not in res.extras:
-        raise ParameterError("this result has no permutation null; estimate with permutations=P")
-    ex = res.extras
-    return NullBaseline(res.value, ex["null_mean"], ex["null_sd"], ex["excess"], ex["p_value"],
-                        list(ex["null_values"]), res.unit)
+    return pool_nulls([res])
+
+
+def pool_nulls(results: Sequence[MIResult]) -> NullBaseline:
+    """One :class:`NullBaseline` from replicates of the same quantity (e.g. disjoint sample
+    windows), each estimated with ``permutations``.
+
+    value = mean of the values; the null values are pooled; the p-value counts each
+    replicate's null against that replicate's own value:
+    p = (1 + Σ_k #{null_k ≥ value_k}) / (1 + Σ_k P_k).
+    """
+    if not results or any("null_values" not in r.extras for r in results):
+        raise ParameterError("these results have no permutation null; estimate with "
+                             "permutations=P")
+    nulls = [np.asarray(r.extras["null_values"], dtype=float) for r in results]
+    pooled = np.concatenate(nulls)
+    value = float(np.mean([r.value for r in results]))
+    exceed = sum(int(np.sum(null >= r.value)) for null, r in zip(nulls, results, strict=True))
+    mean = float(pooled.mean())
+    return NullBaseline(value, mean, float(pooled.std(ddof=1)) if len(pooled) > 1 else 0.0,
+                        value - mean, (1 + exceed) / (1 + len(pooled)), pooled.tolist(),
+                        results[0].unit)
 
 
 def null_baseline(

@@ -179,3 +179,19 @@ def test_cli_mi_prints_and_serialises_interval_and_p_value(tmp_path):
     data = json.loads(CliRunner().invoke(app, args + ["--json"]).output)
     assert len(data["ci"]) == 2 and data["extras"]["p_value"] == pytest.approx(0.1)
     assert len(data["replicates"]) == 5 and data["trust"]
+
+
+def test_pooled_null_over_disjoint_windows():
+    from mi_probe.uncertainty import null_from_result, pool_nulls
+
+    x, y = TASKS["gauss-dense-2x2"].sample(400, seed=10)
+    halves = [mi_probe.estimate(x[s], y[s], Gaussian(), permutations=9, resample_seed=k)
+              for k, s in enumerate((slice(0, 200), slice(200, 400)))]
+    pooled = pool_nulls(halves)
+    assert pooled.value == pytest.approx(np.mean([r.value for r in halves]))
+    assert len(pooled.null_values) == 18 and pooled.p_value == pytest.approx(1 / 19)
+    single = null_from_result(halves[0])
+    assert single.null_mean == pytest.approx(halves[0].extras["null_mean"])
+    assert single.p_value == pytest.approx(halves[0].extras["p_value"])
+    with pytest.raises(ParameterError):
+        pool_nulls([mi_probe.estimate(x, y, Gaussian())])

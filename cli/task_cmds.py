@@ -41,6 +41,7 @@ def _quiet_transformers() -> None:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's bars
     try:
         from transformers.utils import logging as hf_logging
 

@@ -325,7 +325,7 @@ def train(
             )
         net, tokenizer = _fresh_model(model_spec, records + eval_records, config, device)
         state, start_step, history = None, 0, []
-    net.float().to(device).train()
+    net.to(device).train()
     max_len = model_max_length(net)
     examples = _examples(data, tokenizer)
     eval_examples = _examples(eval_data, tokenizer) if eval_data else []
@@ -433,7 +433,36 @@ def _fresh_model(spec: str, records: list[dict[str, Any]], config: TrainConfig,
         )
     loaded = load_checkpoint(spec, device=str(device), dtype="float32",
                              need_tokenizer=_needs_tokenizer(records))
-    return loaded.model, loaded.tokenizer
+    net = loaded.model
+    if loaded.ref.kind == "gguf":
+        net = dequantized_copy(net).to(device)
+    return net, loaded.tokenizer
+
+
+def dequantized_copy(model: Any) -> Any:
+    """A plain float32 copy of a model loaded from a GGUF file.
+
+    transformers dequantizes GGUF weights to ordinary tensors but keeps the model flagged as
+    quantized, which forbids ``.float()`` and ``save_pretrained``; the copy is built from the
+    same config without the quantization entry and gets the same weights.
+    """
+    import copy
+
+    import torch
+    import transformers
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
+    tied = set(getattr(fresh, "_tied_weights_keys", None) or [])
+    if unexpected or set(missing) - tied:
+        raise CheckpointError(
+            f"could not copy the GGUF model's weights (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
+    return fresh
 
 
 def _save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer: Any,

@@ -17,8 +17,8 @@ with the same label, max-norm, then counts over all samples), so the values must
   mi-probe and the baseline on the first column of x only (a separate 1-D section).
 
 Each timing is the best of ``--repeats`` runs in this process, one thread each by default
-(npeet-plus and the baseline are single-threaded); one more mi-probe row uses all cores
-(its CPU seconds then add up over threads). Run:
+(npeet-plus and the baseline are single-threaded); ``--all-cores`` adds a mi-probe row on
+all cores (its CPU seconds then add up over threads). Run:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ksg.py                  # n=4096, d=576
     OMP_NUM_THREADS=1 python benchmarks/bench_ksg.py --n 1024 --d 64  # quick
@@ -129,6 +129,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="mi-probe device: cpu, cuda or auto")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="implementations to leave out: kdtree npeet-plus ennemi")
+    ap.add_argument("--all-cores", action="store_true",
+                    help="also time mi-probe on all cores (on a busy machine OpenMP "
+                         "threads that wait for each other make this much slower)")
     ap.add_argument("--with-micd", action="store_true",
                     help="also time npeet_plus.micd (a different estimator)")
     ap.add_argument("--out", type=Path,
@@ -151,7 +154,7 @@ def main() -> None:
     ennemi = optional("ennemi")
     runners: dict[str, Callable[[], float]] = {"mi-probe": ours(x)}
     cores = os.cpu_count() or 1
-    if cores > args.threads:
+    if args.all_cores and cores > args.threads:
         def all_cores() -> float:
             torch.set_num_threads(cores)
             try:

@@ -182,7 +182,8 @@ def estimate_cmd(
                                     help="also estimate for the post-final-norm state"),
     unit: str = typer.Option("nats", "--unit", help="nats or bits"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (float32 on CPU, the checkpoint's "
+                              "own on CUDA), float32, bfloat16 or float16"),
     batch_size: int = typer.Option(16, "--batch-size", help="sequences per forward pass"),
     padding_side: str = typer.Option("right", "--padding-side", help="right or left"),
     blocks: str = typer.Option(None, "--blocks", help="dotted path of the block list, e.g. "

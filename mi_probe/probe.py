@@ -92,7 +92,9 @@ class ProbeConfig:
         unit: "nats" or "bits".
         device: "auto", "cpu" or "cuda" for the model (and for estimators that declare a
             ``device`` parameter, unless given in ``params``).
-        dtype: model dtype: "auto" (the checkpoint's), "float32", "bfloat16", "float16".
+        dtype: model dtype: "auto" (float32 on CPU, where half-precision matmuls are slow
+            and GGUF weights are dequantised anyway; the checkpoint's own on CUDA),
+            "float32", "bfloat16", "float16".
         batch_size: sequences per forward pass.
         padding_side: "right" or "left" (results agree to float rounding).
         blocks: dotted path of the block list, overriding the adapter (e.g. "model.layers").
@@ -364,6 +366,7 @@ class _Runner:
 
         self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
         self.device = resolve_device(cfg.device)
+        self.dtype = "float32" if cfg.dtype == "auto" and self.device == "cpu" else cfg.dtype
         self.estimators = {}
         for name in cfg.estimators:
             est = get_estimator(name)
@@ -397,6 +400,7 @@ class _Runner:
             "seeds": {"count": cfg.seeds, "samples_per_seed": cfg.samples,
                       "base_seed": cfg.seed},
             "device": self.device,
+            "dtype": self.dtype,
             "checkpoints": [],
             "environment": _environment(),
         }
@@ -478,7 +482,7 @@ class _Runner:
         states_key = _digest({
             "format": STATES_FORMAT, "checkpoint": ident, "data": self.data["sha256"],
             "pool": cfg.samples * cfg.seeds, "seed": cfg.seed, "context": cfg.context,
-            "pooling": cfg.pooling, "target": cfg.target, "dtype": cfg.dtype,
+            "pooling": cfg.pooling, "target": cfg.target, "dtype": self.dtype,
             "blocks": cfg.blocks, **({"steps": cfg.steps} if cfg.steps > 1 else {})})
         info["states_key"] = states_key
         parts = {name: self._part_path(ref, name, states_key) for name in self.estimators}
@@ -565,12 +569,13 @@ class _Runner:
         cfg = self.cfg
         t0 = time.perf_counter()
         _quiet_transformers()
-        loaded = load_checkpoint(ref, device=self.device, dtype=cfg.dtype,
+        loaded = load_checkpoint(ref, device=self.device, dtype=self.dtype,
                                  trust_remote_code=cfg.trust_remote_code)
         try:
             model = loaded.model
             adapter = find_adapter(model, cfg.blocks)
             info.update(load_s=round(time.perf_counter() - t0, 3), adapter=adapter.name,
+                        dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
                         found_by=adapter.found_by, num_layers=adapter.num_layers)
             self.emit("loaded", name=ref.name,
                       message=f"{adapter.name} adapter ({adapter.found_by}), "

@@ -293,3 +293,103 @@ def test_mi_is_symmetric_and_permutation_invariant(seed, alpha, kernel):
     perm = np.random.default_rng(seed).permutation(25)
     assert mi_probe.estimate(x[perm], y[perm], "renyi", **kw).value == pytest.approx(
         v, abs=1e-9)
+
+
+# -- large n: the approximate path and memory planning ------------------------------------
+def hidden_like(n=600, d=64, seed=0):
+    """Low-rank + noise rows with a shared mean direction, like transformer states."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 8))
+    x = z @ rng.normal(size=(8, d)) + 0.5 * rng.normal(size=(n, d)) + 2 * rng.normal(size=d)
+    y = z[:, :4] @ rng.normal(size=(4, d)) + 0.5 * rng.normal(size=(n, d))
+    return x, y
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 3.0])
+def test_approximate_path_is_within_its_error_of_exact(alpha):
+    x, y = hidden_like()
+    exact = mi_probe.estimate(x, y, "renyi", alpha=alpha)
+    approx = mi_probe.estimate(x, y, "renyi", alpha=alpha, approx="on")
+    assert exact.extras["method"] == "exact" and approx.extras["method"] == "approx"
+    err = approx.extras["approx_error"]
+    assert 0 < err < 0.05
+    assert abs(approx.value - exact.value) <= err
+    assert abs(approx.value - exact.value) <= 0.01 * abs(exact.value)
+    assert "stochastic Lanczos" in approx.diagnostics[-1]
+    for key in ("entropy_x", "entropy_y", "joint_entropy"):
+        assert approx.extras[key] == pytest.approx(exact.extras[key], abs=err)
+
+
+def test_approximate_path_with_labels_and_alpha_two():
+    x, _ = hidden_like(seed=1)
+    labels = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0)
+    exact = mi_probe.estimate(x, labels, "renyi")
+    approx = mi_probe.estimate(x, labels, "renyi", approx="on", tol=1e-3)
+    assert abs(approx.value - exact.value) <= approx.extras["approx_error"]
+    # α = 2 needs no spectrum: the "approximation" is exact up to its float32 matrices
+    two = mi_probe.estimate(x, labels, "renyi", alpha=2, approx="on")
+    assert two.value == pytest.approx(mi_probe.estimate(x, labels, "renyi", alpha=2).value,
+                                      abs=1e-6)
+
+
+def test_approximation_is_seeded():
+    x, y = hidden_like(n=300)
+    a = mi_probe.estimate(x, y, "renyi", approx="on", seed=3).value
+    assert mi_probe.estimate(x, y, "renyi", approx="on", seed=3).value == a
+    assert mi_probe.estimate(x, y, "renyi", approx="on", seed=4).value != a
+
+
+def test_auto_approximates_from_approx_above():
+    x, y = hidden_like(n=300)
+    assert mi_probe.estimate(x, y, "renyi").extras["method"] == "exact"
+    res = mi_probe.estimate(x, y, "renyi", approx_above=300)
+    assert res.extras["method"] == "approx"
+
+
+def test_memory_limit_switches_to_approx_or_refuses(monkeypatch):
+    from mi_probe.errors import ResourceError
+
+    x, y = hidden_like(n=400)  # exact: 3 float64 400x400 = 3.7 MiB; approx about 1.6 MiB
+    monkeypatch.setenv("MI_PROBE_MEMORY_LIMIT", "3M")
+    res = mi_probe.estimate(x, y, "renyi")
+    assert res.extras["method"] == "approx"
+    assert any("more than is available" in d for d in res.diagnostics)
+    with pytest.raises(ResourceError, match=r"exact path.*pass approx=on"):
+        mi_probe.estimate(x, y, "renyi", approx="off")
+    monkeypatch.setenv("MI_PROBE_MEMORY_LIMIT", "100K")
+    with pytest.raises(ResourceError, match="MI_PROBE_MEMORY_LIMIT=100K.*fewer samples"):
+        mi_probe.estimate(x, y, "renyi")
+
+
+def test_memory_sizes_and_budget(monkeypatch):
+    from mi_probe.resources import memory_budget, parse_size
+
+    assert parse_size("1024") == 1024 and parse_size("6G") == 6 * 2**30
+    assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("512m") == 512 * 2**20
+    with pytest.raises(ParameterError, match="memory size"):
+        parse_size("lots")
+    monkeypatch.delenv("MI_PROBE_MEMORY_LIMIT", raising=False)
+    have, source = memory_budget()
+    assert have is None or have > 0
+    monkeypatch.setenv("MI_PROBE_MEMORY_LIMIT", "2G")
+    assert memory_budget() == (2 * 2**30, "MI_PROBE_MEMORY_LIMIT=2G")
+
+
+def test_trace_function_on_a_known_spectrum():
+    from mi_probe.slq import trace_function
+
+    rng = np.random.default_rng(0)
+    lam = np.concatenate([[0.3, 0.2, 0.1], rng.uniform(0, 1, 397) ** 4])
+    lam[3:] *= 0.4 / lam[3:].sum()
+    q, _ = np.linalg.qr(rng.normal(size=(400, 400)))
+    a = torch.as_tensor((q * lam) @ q.T)
+
+    def f(v):
+        return np.where(v > 0, -v * np.log(np.where(v > 0, v, 1)), 0.0)
+
+    exact = float(np.sum(f(lam)))
+    est = trace_function(a, f, lambda v: 1 / v, 1e-3, deflate=16, seed=1)
+    assert abs(est.value - exact) <= est.error <= 1e-3 or est.probes == 64
+    assert est.deflated == 16 and est.top[:3] == pytest.approx([0.3, 0.2, 0.1], rel=1e-6)
+    plain = trace_function(a, f, lambda v: 1 / v, 1e-3, deflate=0, seed=1, max_probes=64)
+    assert abs(plain.value - exact) <= plain.error

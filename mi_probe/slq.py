@@ -1,0 +1,267 @@
+"""tr f(A) of a large symmetric PSD matrix A, estimated with an error bar.
+
+Used by the ``renyi`` estimator's approximate path (S_1(A) = tr(−A log A), Σλ^α =
+tr(A^α)), but generic: ``a`` is any symmetric positive semi-definite torch matrix (n, n)
+on any device, ``f`` any function with f(0) = 0 applied to eigenvalues. Cost: about
+(passes + 1)·(k + oversample) + probes·steps matrix-vector products, i.e. O(n²) per
+product, instead of the O(n³) of a full spectrum.
+
+Method: stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017) with two variance
+reductions.
+
+1. *Deflation* (as in Hutch++, Meyer et al. 2021). The top-k eigenpairs (Q, θ) come
+   from randomized subspace iteration and are split off: their part of the trace,
+   Σ f(θ_i), is exact up to a second-order coupling error of about Σ ‖r_i‖²·|f''(θ_i/2)|
+   (r_i: Ritz residuals; for −λ log λ this is 2Σ‖r_i‖²/θ_i, measured at 1.4Σ‖r_i‖²/θ_i on
+   hidden-state Gram matrices). The rest is the trace of f(PAP) on the range of
+   P = I − QQᵀ.
+2. *A quadratic control variate.* Over that range tr P, tr PAP and tr (PAP)² are known
+   exactly (from tr A = Σ A_ii, ‖A‖_F² and AQ), so with g(λ) = c0 + c1 λ + c2 λ² the trace
+   tr g(PAP) is exact and only tr (f − g)(PAP) is estimated stochastically. The c are a
+   least-squares fit of f on the Lanczos quadrature nodes (the estimated spectral
+   density). On hidden-state Gram matrices this cuts the per-probe standard deviation of
+   −λ log λ 30-80 times.
+
+The stochastic part uses Rademacher probes z projected by P, m Lanczos steps each (full
+reorthogonalisation) and Gauss quadrature. The reported error is 2 × the standard error
+over probes (about a 95 % interval) + the quadrature error (estimate with m steps minus
+with 3m/4 steps) + the deflation term. Probes are added in rounds until the error is at
+most ``tol`` or ``max_probes`` were used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ScalarFun = Callable[[np.ndarray], np.ndarray]
+
+#: Rows per block when summing squares of a large matrix in float64.
+_ROW_BLOCK = 1024
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@dataclass
+class TraceEstimate:
+    """tr f(A), its error estimate and how it was obtained.
+
+    Attributes:
+        value: the estimate.
+        error: estimated absolute error (≈ 95 % bound) = 2·stderr + quadrature + deflation.
+        stderr: standard error of the stochastic part over probes.
+        quadrature_error: |estimate with m steps − with 3m/4 steps|.
+        deflation_error: Σ ‖r_i‖²·|f''(θ_i/2)| over the deflated eigenpairs.
+        deflated: number k of top eigenpairs handled exactly.
+        probes, steps: probe vectors used and Lanczos steps per probe.
+        products: matrix-vector products with A (one column of a block counts one).
+        top: the deflated Ritz values θ_1 ≥ … ≥ θ_k.
+    """
+
+    value: float
+    error: float
+    stderr: float
+    quadrature_error: float
+    deflation_error: float
+    deflated: int
+    probes: int
+    steps: int
+    products: int
+    top: list[float] = field(default_factory=list)
+
+
+def frobenius_squared(a: Any) -> float:
+    """‖a‖_F² accumulated in float64, in row blocks (no full-size float64 copy)."""
+    torch = _torch()
+    total = 0.0
+    for start in range(0, a.shape[0], _ROW_BLOCK):
+        block = a[start:start + _ROW_BLOCK].double()
+        total += float(torch.sum(block * block))
+    return total
+
+
+def top_eigenpairs(a: Any, k: int, oversample: int = 16, passes: int = 4,
+                   seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    """Top-k eigenpairs of symmetric PSD a (n, n) by randomized subspace iteration.
+
+    Returns theta (k,) float64 descending, Q (n, k) orthonormal and W = A·Q (n, k) in a's
+    dtype, and the residual norms ‖A q_i − θ_i q_i‖ (k,) float64. ``passes`` products
+    with a block of k + oversample columns are spent; Rayleigh–Ritz is in float64.
+    """
+    torch = _torch()
+    n = a.shape[0]
+    b = min(n, k + oversample)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    q = torch.randn(n, b, generator=gen, dtype=torch.float64).to(a.device, a.dtype)
+    for _ in range(max(passes - 1, 1)):
+        q, _ = torch.linalg.qr(a @ q)
+    w = a @ q
+    h = q.double().T @ w.double()
+    theta, u = torch.linalg.eigh((h + h.T) / 2)
+    order = torch.argsort(theta, descending=True)[:k]
+    theta, u = theta[order], u[:, order]
+    qk = q.double() @ u
+    wk = w.double() @ u
+    resid = torch.linalg.vector_norm(wk - qk * theta, dim=0)
+    return theta.cpu(), qk.to(a.dtype), wk.to(a.dtype), resid.cpu()
+
+
+def lanczos(matmul: Callable[[Any], Any], v0: Any, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``steps`` Lanczos steps for every column of v0 (n, s) at once, with full
+    reorthogonalisation (twice). Returns alpha (s, m) and beta (s, m) float64; beta[:, j]
+    couples steps j and j + 1, and a 0 marks a column whose Krylov space was exhausted."""
+    torch = _torch()
+    n, s = v0.shape
+    basis = torch.empty(steps, n, s, dtype=v0.dtype, device=v0.device)
+    alpha = np.zeros((s, steps))
+    beta = np.zeros((s, steps))
+    v = v0 / torch.linalg.vector_norm(v0, dim=0).clamp_min(1e-300)
+    alive = torch.ones(s, dtype=torch.bool, device=v0.device)
+    for j in range(steps):
+        basis[j] = v
+        w = matmul(v)
+        alpha[:, j] = (v * w).sum(dim=0).double().cpu().numpy()
+        for _ in range(2):
+            coef = torch.einsum("jns,ns->js", basis[: j + 1], w)
+            w = w - torch.einsum("jns,js->ns", basis[: j + 1], coef)
+        b_j = torch.linalg.vector_norm(w, dim=0)
+        ref = torch.as_tensor(np.abs(alpha[:, : j + 1]).max(axis=1), device=w.device)
+        alive &= b_j > 1e-6 * ref.to(b_j.dtype)
+        beta[:, j] = torch.where(alive, b_j, torch.zeros_like(b_j)).double().cpu().numpy()
+        v = w / torch.where(alive, b_j, torch.ones_like(b_j))
+        v = torch.where(alive, v, torch.zeros_like(v))
+    return alpha, beta
+
+
+def gauss_nodes(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss quadrature nodes and weights (s, m) from the first m Lanczos steps per probe;
+    padding nodes (after a breakdown) get weight 0. Nodes are clipped at 0 (A is PSD)."""
+    s = alpha.shape[0]
+    nodes, weights = np.zeros((s, m)), np.zeros((s, m))
+    for i in range(s):
+        size = m
+        zero = np.flatnonzero(beta[i, : m - 1] == 0)
+        if zero.size:
+            size = int(zero[0]) + 1
+        off = beta[i, : size - 1]
+        theta, u = np.linalg.eigh(np.diag(alpha[i, :size]) + np.diag(off, 1) + np.diag(off, -1))
+        nodes[i, :size], weights[i, :size] = np.clip(theta, 0.0, None), u[0] ** 2
+    return nodes, weights
+
+
+def trace_function(
+    a: Any,
+    f: ScalarFun,
+    d2f: ScalarFun,
+    tol: float,
+    *,
+    deflate: int = 32,
+    oversample: int = 16,
+    passes: int = 5,
+    steps: int = 20,
+    probes: int = 8,
+    max_probes: int = 64,
+    seed: int = 0,
+) -> TraceEstimate:
+    """Estimate tr f(a) for symmetric PSD a (n, n) to about ``tol`` (absolute).
+
+    Args:
+        a: the matrix (torch, any float dtype and device); not modified.
+        f: f(λ) on float64 numpy arrays, f(0) = 0 (e.g. −λ log λ, λ^α).
+        d2f: |f''(λ)| (λ > 0), for the second-order error of the deflation.
+        tol: target absolute error.
+        deflate: top eigenpairs handled exactly (0: none).
+        oversample, passes: block oversampling and products of the subspace iteration.
+        steps: Lanczos steps per probe.
+        probes: probes per round; rounds continue until the error is at most ``tol`` or
+            ``max_probes`` probes were used.
+        seed: seed of the deflation sketch and of the probes.
+    """
+    torch = _torch()
+    n = a.shape[0]
+    deflate = max(0, min(deflate, n // 4))
+    steps = max(2, min(steps, n - deflate))
+    trace = float(torch.diagonal(a).double().sum())
+    fro2 = frobenius_squared(a)
+    products = 0
+    q = None
+    value_top = defl_err = 0.0
+    top: list[float] = []
+    tr_p, tr_pap, fro_pap = float(n), trace, fro2
+    if deflate:
+        theta, q, w, resid = top_eigenpairs(a, deflate, oversample, passes, seed)
+        products += passes * min(n, deflate + oversample)
+        th = np.clip(theta.numpy(), 0.0, None)
+        value_top = float(np.sum(f(th)))
+        top = th.tolist()
+        defl_err = float(np.sum(resid.numpy() ** 2 * d2f(np.maximum(th / 2, 1e-300))))
+        qw = q.double().T @ w.double()
+        tr_p = float(n - len(top))
+        tr_pap = trace - float(theta.sum())
+        fro_pap = fro2 - 2 * float((w.double() ** 2).sum()) + float((qw**2).sum())
+
+    def op(v: Any) -> Any:
+        if q is None:
+            return a @ v
+        u = a @ (v - q @ (q.T @ v))
+        return u - q @ (q.T @ u)
+
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    alphas, betas, norms = [], [], []
+    m_coarse = max(2, (3 * steps) // 4)
+    used = 0
+    while True:
+        s = max(1, min(probes, max_probes - used))
+        z = torch.randint(0, 2, (n, s), generator=gen).to(device=a.device, dtype=a.dtype)
+        z = 2 * z - 1
+        if q is not None:
+            z = z - q @ (q.T @ z)
+        norms.append((torch.linalg.vector_norm(z.double(), dim=0) ** 2).cpu().numpy())
+        al, be = lanczos(op, z, steps)
+        alphas.append(al)
+        betas.append(be)
+        products += s * steps
+        used += s
+        alpha, beta, nz = np.concatenate(alphas), np.concatenate(betas), np.concatenate(norms)
+        nodes, wts = gauss_nodes(alpha, beta, steps)
+        wts = wts * nz[:, None]
+        coef = _control_variate(nodes, wts, f)
+        exact_g = coef[0] * tr_p + coef[1] * tr_pap + coef[2] * fro_pap
+        per_probe = _quad(nodes, wts, f, coef)
+        stoch = exact_g + float(per_probe.mean())
+        c_nodes, c_wts = gauss_nodes(alpha, beta, m_coarse)
+        coarse = exact_g + float(_quad(c_nodes, c_wts * nz[:, None], f, coef).mean())
+        stderr = float(per_probe.std(ddof=1) / math.sqrt(used)) if used > 1 else math.inf
+        quad_err = abs(stoch - coarse)
+        error = 2 * stderr + quad_err + defl_err
+        if error <= tol or used >= max_probes:
+            break
+    return TraceEstimate(
+        value=value_top + stoch, error=error, stderr=stderr, quadrature_error=quad_err,
+        deflation_error=defl_err, deflated=len(top), probes=used, steps=steps,
+        products=products, top=top,
+    )
+
+
+def _control_variate(nodes: np.ndarray, wts: np.ndarray, f: ScalarFun) -> np.ndarray:
+    """(c0, c1, c2) of the quadratic g fitted to f by least squares on the pooled
+    quadrature nodes, each weighted by its quadrature weight (the spectral density)."""
+    lam, w = nodes.ravel(), np.sqrt(wts.ravel())
+    design = np.stack([np.ones_like(lam), lam, lam**2], axis=1) * w[:, None]
+    scale = np.maximum(np.abs(design).max(axis=0), 1e-300)
+    coef = np.linalg.lstsq(design / scale, f(lam) * w, rcond=None)[0] / scale
+    return coef
+
+
+def _quad(nodes: np.ndarray, wts: np.ndarray, f: ScalarFun, coef: np.ndarray) -> np.ndarray:
+    """Per-probe quadrature of f − g, shape (s,)."""
+    g = coef[0] + coef[1] * nodes + coef[2] * nodes**2
+    return np.sum(wts * (f(nodes) - g), axis=1)

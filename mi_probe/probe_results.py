@@ -33,6 +33,8 @@ FINAL_NORM = "final_norm"
 QUANTITIES = ("predictive", "incremental", "step", "sequence")
 RESULTS_FILE, RIDGE_FILE, RUN_FILE = "results.csv", "ridge.csv", "run.json"
 SPREAD_COLUMNS = ("std", "min", "max")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @dataclass
@@ -100,6 +102,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

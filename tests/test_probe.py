@@ -272,6 +272,7 @@ def test_llama_command_and_report(tiny_llama, data_file, tmp_path):
     _check_one_row_per_cell(_csv(out / "results.csv"), ["model"])
     run = json.loads((out / "run.json").read_text())
     assert run["estimators"]["renyi"]["sigma"] == 2.0 and run["seeds"]["count"] == 2
+    assert (out / "results.csv").stat().st_mode & 0o044 == 0o044  # not mkstemp's 0600
     (out / "figures" / "heatmap.png").unlink()
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output

@@ -279,3 +279,16 @@ def test_llama_command_and_report(tiny_llama, data_file, tmp_path):
     assert "▲" in report.output and (out / "figures" / "heatmap.png").is_file()
     missing = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_several_estimators_share_one_extraction(tiny_gpt2, data_file, tmp_path):
+    out = tmp_path / "out"
+    res = mi_probe.probe(tiny_gpt2, out, estimators=("renyi", "ksg"), data=str(data_file),
+                         samples=30, params={"ksg": {"k": 3}}, plots=False)
+    assert res.estimators == ["renyi", "ksg"]
+    assert {(r.estimator, r.quantity) for r in res.rows} == {
+        (e, q) for e in ("renyi", "ksg") for q in ("predictive", "incremental")}
+    assert len(res.ridge) == 2
+    events = _events(out)
+    assert events[("extracted", "model")] == 1 and events[("estimated", "model")] == 2
+    assert json.loads((out / "run.json").read_text())["estimators"]["ksg"]["k"] == 3

@@ -150,6 +150,16 @@ def render_steps(results: ProbeResults) -> None:
         console.print(table)
 
 
+def render_null(results: ProbeResults) -> None:
+    """The shuffle-baseline table and its trust notes (a warning when there is none)."""
+    from mi_probe.trust import probe_null_notes, render, render_null_table
+
+    config = results.run.get("config", {})
+    shuffles = config.get("null", 0) * config.get("seeds", 1) or None
+    render_null_table(results.rows, console)
+    render(probe_null_notes(results.rows, shuffles), console)
+
+
 @friendly_errors
 def estimate_cmd(
     checkpoints: Path = typer.Argument(
@@ -194,6 +204,10 @@ def estimate_cmd(
     steps: int = typer.Option(1, "--steps", help="multi-token: T target tokens per example "
                               "(teacher-forced); adds I(Z_l^(t); Y_t) per step t and the "
                               "sequence-kernel MI"),
+    null: int = typer.Option(
+        3, "--null", help="shuffle baseline: re-estimate each layer with y shuffled P times "
+                          "(null mean, spread, excess, p-value); 0 to skip (costs P+1 times "
+                          "the estimation time)"),
 ) -> None:
     """Probe every checkpoint layer by layer: I(Z_l; Y), I(ΔZ_l; Y) and the ridge layer."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader bars; ours is rich
@@ -211,9 +225,11 @@ def estimate_cmd(
             seeds=seeds, context=context, pooling=pooling, target=target,
             normalize=normalize, incremental=incremental, final_norm=final_norm, unit=unit,
             device=device, dtype=dtype, batch_size=batch_size, padding_side=padding_side,
-            blocks=blocks, trust_remote_code=trust_remote_code, plots=plots, steps=steps)
+            blocks=blocks, trust_remote_code=trust_remote_code, plots=plots, steps=steps,
+            null=null)
     render_tables(results)
     render_steps(results)
+    render_null(results)
     for name, reason in results.failed.items():
         err_console.print(f"[yellow]skipped[/] {name}: {reason}", highlight=False)
     console.print(f"results in {out_dir}/ (results.csv, ridge.csv, run.json"
@@ -230,6 +246,7 @@ def report_cmd(
 
     results = ProbeResults.load(out_dir)
     render_tables(results)
+    render_null(results)
     if plots:
         written = plot_all(results, out_dir / "figures")
         console.print(f"figures: {', '.join(str(p) for p in written)}")

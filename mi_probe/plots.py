@@ -4,7 +4,9 @@
 
 - ``mi_by_layer.png``: I(Z_l; Y) against layer, one line per checkpoint (colour = training
   order), a band of ±2 standard deviations over seeds when there are several, the ridge
-  layer starred and the post-final-norm value as an open marker right of layer L;
+  layer starred and the post-final-norm value as an open marker right of layer L; with a
+  shuffle baseline (``--null``) also the null band (null mean ± 2 sd, hatched) and the
+  excess over the null (dashed, its ridge as a diamond);
 - ``incremental_by_layer.png``: I(ΔZ_l; Y) against block l;
 - ``heatmap.png``: I(Z_l; Y) over layer × checkpoint (training step);
 - ``ridge.png``: the ridge layer over training;
@@ -76,6 +78,8 @@ def _curves(results: ProbeResults, quantity: str, path: Path, ylabel: str) -> Pa
             std = np.array([r.std if r.std is not None else np.nan for r in blocks])
             if np.isfinite(std).any():
                 ax.fill_between(x, y - 2 * std, y + 2 * std, color=color, alpha=0.2, lw=0)
+            if quantity == "predictive" and blocks[0].null_mean is not None:
+                _null_overlay(ax, x, y, blocks, color)
             if quantity == "predictive":
                 best = int(np.argmax(y))
                 ax.plot(x[best], y[best], "*", ms=12, color=color, mec="black", mew=0.6)
@@ -83,7 +87,10 @@ def _curves(results: ProbeResults, quantity: str, path: Path, ylabel: str) -> Pa
                 if norm:
                     ax.plot(x.max() + 1, norm[0].value, "o", mfc="none", color=color)
         unit = next((r.unit for r in results.rows), "nats")
-        ax.set_title(est)
+        with_null = quantity == "predictive" and any(
+            r.null_mean is not None for r in results.select(estimator=est))
+        ax.set_title(est + (" (hatched: shuffled-y null; dashed: excess)" if with_null else ""),
+                     fontsize=10 if with_null else None)
         ax.set_xlabel("layer (0 = embedding; open marker = after final norm)"
                       if quantity == "predictive" else "block l")
         ax.set_ylabel(f"{ylabel} [{unit}]")
@@ -92,6 +99,18 @@ def _curves(results: ProbeResults, quantity: str, path: Path, ylabel: str) -> Pa
         if len(checkpoints) <= 8:
             ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _null_overlay(ax: Any, x: np.ndarray, y: np.ndarray, rows: list[Any], color: Any) -> None:
+    """The shuffled-y null band (mean ± 2 sd) and the excess curve with its ridge."""
+    null = np.array([r.null_mean for r in rows])
+    spread = 2 * np.array([r.null_sd for r in rows])
+    ax.fill_between(x, null - spread, null + spread, facecolor="none", edgecolor=color,
+                    hatch="///", alpha=0.5, lw=0)
+    excess = y - null
+    ax.plot(x, excess, "--", lw=1, color=color)
+    top = int(np.argmax(excess))
+    ax.plot(x[top], excess[top], "D", ms=6, color=color, mec="black", mew=0.6)
 
 
 def _heatmap(results: ProbeResults, path: Path) -> Path:

@@ -61,6 +61,7 @@ from .probe_results import (
     write_results,
 )
 from .result import convert_unit
+from .uncertainty import pool_nulls
 
 TARGETS = ("embedding", "unembedding", "token-id")
 STATES_FORMAT = 1  # bump when the cached states' layout or meaning changes
@@ -102,6 +103,9 @@ class ProbeConfig:
         plots: write PNG figures at the end.
         steps: T, the target tokens per example for multi-token probing (1: the next
             token only; see the module doc).
+        null: P > 0 re-estimates every layer with y shuffled P times (the same shuffles
+            for all layers) and adds the null mean and spread, the excess over the null
+            and a p-value to each row (see :func:`mi_probe.uncertainty.pool_nulls`).
     """
 
     estimators: tuple[str, ...] = ("renyi",)
@@ -125,6 +129,7 @@ class ProbeConfig:
     trust_remote_code: bool = False
     plots: bool = True
     steps: int = 1
+    null: int = 0
 
 
 @dataclass
@@ -226,6 +231,7 @@ def _configure(config: ProbeConfig | None, options: dict[str, Any]) -> ProbeConf
          f"padding side must be one of {PADDING_SIDES}, got {cfg.padding_side!r}"),
         (bool(cfg.estimators), "give at least one estimator"),
         (cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}"),
+        (cfg.null >= 0, f"null (shuffles of y) must be at least 0, got {cfg.null}"),
         (cfg.steps == 1 or cfg.pooling == "last",
          "multi-token probing (steps > 1) needs pooling 'last'"),
     ]
@@ -329,15 +335,18 @@ def _l2(a: np.ndarray) -> np.ndarray:
 
 def estimate_rows(
     xs: list[np.ndarray], y: np.ndarray, estimator: str, params: dict[str, Any], unit: str,
+    null: int = 0, null_seed: int = 0,
 ) -> list[Any]:
     """I(x_l; y) for every x_l: the one place the pipeline calls an estimator.
 
     xs: (n, d) arrays (one per layer/quantity); y: (n, d_y) floats or (n,) token ids.
-    Returns one MIResult per x. A per-layer null estimate or confidence band belongs here.
+    Returns one MIResult per x; with ``null`` = P > 0 each also carries a permutation null
+    of P shuffles of y (seeded by ``null_seed``, shared by all x) in its extras.
     """
     from .api import estimate_layers
 
-    return estimate_layers(xs, y, estimator, unit=unit, **params)
+    return estimate_layers(xs, y, estimator, unit=unit, permutations=null,
+                           resample_seed=null_seed, **params)
 
 
 def _teacher_forced(examples: Sequence[Any], steps: int
@@ -523,7 +532,7 @@ class _Runner:
                        "params": self.estimators[estimator][1], "samples": cfg.samples,
                        "seeds": cfg.seeds, "normalize": cfg.normalize,
                        "incremental": cfg.incremental, "final_norm": cfg.final_norm,
-                       "unit": cfg.unit})
+                       "unit": cfg.unit, **({"null": cfg.null} if cfg.null else {})})
         return self.out_dir / "parts" / f"{_safe(ref.name)}__{_safe(estimator)}__{key[:16]}.json"
 
     # -- states --------------------------------------------------------------------------
@@ -651,6 +660,7 @@ class _Runner:
             flat += [("sequence", i, z, None) for i, z in enumerate(layers)]
         windows = replicate_indices(len(y_all), cfg.samples, cfg.seeds, cfg.seed)
         values = np.zeros((len(windows), len(flat)))
+        nulls: list[list[Any]] = [[] for _ in flat]  # per entry, one MIResult per window
         seconds = 0.0
         total = len(windows) * len(flat)
         declared = {p.name for p in est.params}
@@ -662,7 +672,10 @@ class _Runner:
             row_values: list[float] = []
             for y, group in groups:
                 xs = [_l2(x[idx]) if cfg.normalize else x[idx] for _, _, x, _ in group]
-                results = estimate_rows(xs, y[idx], name, run_params, cfg.unit)
+                results = estimate_rows(xs, y[idx], name, run_params, cfg.unit,
+                                        null=cfg.null, null_seed=cfg.seed + k)
+                for j, res in enumerate(results, start=len(row_values)):
+                    nulls[j].append(res)
                 row_values += [r.value for r in results]
                 seconds += sum(r.seconds for r in results)
                 self.emit("estimate", name=ref.name, done=k * len(flat) + len(row_values),
@@ -678,6 +691,7 @@ class _Runner:
         if steps > 1:  # step 1 is the predictive quantity: shown in the layer x step grid
             flat += [("step", i, None, 1) for i in range(n_layers)]
             values = np.concatenate([values, values[:, :n_layers]], axis=1)
+            nulls += nulls[:n_layers]
         for j, (quantity, index, _, t) in enumerate(flat):
             v = values[:, j]
             spread = {}
@@ -688,7 +702,8 @@ class _Runner:
                 checkpoint=ref.name, step=ref.step, layer=layer_name(index, num_blocks),
                 layer_index=index, quantity=quantity, estimator=name, value=float(v.mean()),
                 unit=cfg.unit, n=len(windows[0]), seeds=len(windows),
-                seconds=round(seconds / len(flat), 6), t=t, **spread))
+                seconds=round(seconds / len(flat), 6), t=t, **spread,
+                **(pool_nulls(nulls[j]).columns() if cfg.null and nulls[j] else {})))
         rows.sort(key=lambda r: r.t or 0)  # stable: layer-major, step-minor after sorting
         return rows, seconds
 

@@ -7,12 +7,16 @@ Files in a run's output directory:
   after the model's final norm); ``layer_index`` is the same as an integer, with
   ``final_norm`` = L + 1, for sorting and plotting. ``quantity`` is ``predictive``
   (I(Z_l; Y)) or ``incremental`` (I(ΔZ_l; Y), layers 1..L). With several seeds, ``value``
-  is the mean over seeds and ``std``, ``min``, ``max`` (over seeds) are added.
+  is the mean over seeds and ``std``, ``min``, ``max`` (over seeds) are added. With a
+  shuffle baseline (``--null P``), ``null_mean``, ``null_sd`` (over the shuffles of y),
+  ``excess`` (value − null_mean) and ``p_value`` are added (see
+  :func:`mi_probe.uncertainty.pool_nulls`).
   Multi-token runs (``steps`` T > 1) add ``step`` rows, I(Z_l^(t); Y_t) for generation step
   ``t`` = 1..T (a ``t`` column), and ``sequence`` rows (the sequence kernel, estimators that
   have one); ``predictive`` and ``incremental`` stay the first-token quantities.
 - ``ridge.csv``: per checkpoint and estimator, the ridge layer argmax_l I(Z_l; Y) over the
-  layers 0..L (the final-norm entry is not a layer and is not a candidate) and its value.
+  layers 0..L (the final-norm entry is not a layer and is not a candidate) and its value;
+  with a shuffle baseline also the layer and value of the largest excess over the null.
 - ``run.json``: provenance (see :mod:`mi_probe.probe`).
 """
 
@@ -33,6 +37,7 @@ FINAL_NORM = "final_norm"
 QUANTITIES = ("predictive", "incremental", "step", "sequence")
 RESULTS_FILE, RIDGE_FILE, RUN_FILE = "results.csv", "ridge.csv", "run.json"
 SPREAD_COLUMNS = ("std", "min", "max")
+NULL_COLUMNS = ("null_mean", "null_sd", "excess", "p_value")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -56,6 +61,10 @@ class ResultRow:
     max: float | None = None
     seconds: float = 0.0
     t: int | None = None
+    null_mean: float | None = None
+    null_sd: float | None = None
+    excess: float | None = None
+    p_value: float | None = None
 
 
 @dataclass
@@ -69,6 +78,8 @@ class RidgeRow:
     ridge_value: float
     num_layers: int
     unit: str
+    excess_ridge_layer: int | None = None
+    excess_ridge_value: float | None = None
 
 
 def layer_name(index: int, num_layers: int) -> str:
@@ -87,8 +98,16 @@ def ridge_rows(rows: list[ResultRow]) -> list[RidgeRow]:
         depth[key] = max(depth.get(key, 0), r.layer_index)
         if key not in best or r.value > best[key].value:
             best[key] = r
-    return [RidgeRow(r.checkpoint, r.step, r.estimator, r.layer_index, r.value, depth[k], r.unit)
-            for k, r in best.items()]
+    out = [RidgeRow(r.checkpoint, r.step, r.estimator, r.layer_index, r.value, depth[k], r.unit)
+           for k, r in best.items()]
+    for ridge in out:
+        with_null = [r for r in rows if r.quantity == "predictive" and r.layer != FINAL_NORM
+                     and (r.checkpoint, r.estimator) == (ridge.checkpoint, ridge.estimator)
+                     and r.excess is not None]
+        if with_null:
+            top = max(with_null, key=lambda r: r.excess)
+            ridge.excess_ridge_layer, ridge.excess_ridge_value = top.layer_index, top.excess
+    return out
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -129,6 +148,8 @@ def result_columns(rows: list[ResultRow]) -> list[str]:
         cols = [c for c in cols if c not in SPREAD_COLUMNS]
     if not any(r.t is not None for r in rows):
         cols.remove("t")
+    if not any(r.null_mean is not None for r in rows):
+        cols = [c for c in cols if c not in NULL_COLUMNS]
     return cols
 
 
@@ -138,12 +159,14 @@ def write_results(out_dir: str | Path, rows: list[ResultRow]) -> None:
     atomic_write_text(out_dir / RESULTS_FILE,
                       _csv_text([asdict(r) for r in rows], result_columns(rows)))
     ridge = ridge_rows(rows)
-    atomic_write_text(out_dir / RIDGE_FILE, _csv_text([asdict(r) for r in ridge],
-                                                      [f.name for f in fields(RidgeRow)]))
+    ridge_cols = [f.name for f in fields(RidgeRow)]
+    if all(r.excess_ridge_layer is None for r in ridge):
+        ridge_cols = ridge_cols[:-2]
+    atomic_write_text(out_dir / RIDGE_FILE, _csv_text([asdict(r) for r in ridge], ridge_cols))
 
 
 _INT_COLUMNS = ("step", "layer_index", "n", "seeds", "t")
-_FLOAT_COLUMNS = ("value", "std", "min", "max", "seconds")
+_FLOAT_COLUMNS = ("value", "std", "min", "max", "seconds") + NULL_COLUMNS
 
 
 def _parse(column: str, value: str) -> Any:

@@ -395,3 +395,85 @@ def render(notes: Sequence[TrustNote], console: Any, max_per_check: int = 3,
                 rest = ", ".join(n.subject for n in group[max_per_check:])
                 console.print(f"  … the same check on {len(group) - max_per_check} more: {rest}",
                               highlight=False, soft_wrap=True)
+
+
+# -- the shuffle baseline of a probing run --------------------------------------------------
+def probe_null_notes(rows: Sequence[Any], shuffles: int | None = None) -> list[TrustNote]:
+    """Trust notes on the shuffle baseline of a probing run's predictive rows
+    (:class:`mi_probe.probe_results.ResultRow`): how much survives shuffling y, whether the
+    ridge moves when the null is subtracted, layers not above the null (only when
+    ``shuffles``, the shuffles behind each p-value, allow p ≤ 0.05); or, without a
+    baseline, a warning that the raw curve has none."""
+    rows = [r for r in rows if r.quantity == "predictive" and r.layer != "final_norm"]
+    if not rows:
+        return []
+    if all(r.null_mean is None for r in rows):
+        return [TrustNote(
+            "warn", "null", "probe",
+            "raw values only, without a shuffled-y baseline: much of a layer's value can "
+            "survive shuffling y (82-91 % for renyi on SmolLM2-135M), so the raw curve may "
+            "track the spread of the states rather than information about y; rerun with "
+            "--null 3 (or more)")]
+    notes = []
+    for key in dict.fromkeys((r.checkpoint, r.estimator) for r in rows):
+        curve = sorted((r for r in rows if (r.checkpoint, r.estimator) == key
+                        and r.null_mean is not None), key=lambda r: r.layer_index)
+        if not curve:
+            continue
+        who = f"{key[1]} · {key[0]}"
+        shares = sorted(f"{r.null_mean / r.value:.0%}" for r in curve if r.value > 0)
+        if shares and max(r.null_mean / r.value for r in curve if r.value > 0) > NULL_SHARE:
+            span = shares[0] if shares[0] == shares[-1] else f"{shares[0]}–{shares[-1]}"
+            notes.append(TrustNote(
+                "warn", "null-share", who,
+                f"{span} of the value survives shuffling y across layers: read the excess "
+                "over the null, not the raw curve"))
+        raw = max(curve, key=lambda r: r.value)
+        excess = max(curve, key=lambda r: r.excess)
+        if raw.layer != excess.layer:
+            notes.append(TrustNote(
+                "warn", "null-ridge", who,
+                f"the ridge moves from layer {raw.layer} (raw value) to layer "
+                f"{excess.layer} (excess over the shuffled-y null)"))
+        weak = [r.layer for r in curve if r.p_value is not None and r.p_value > 0.05]
+        if weak and shuffles is not None and shuffles >= 19:
+            notes.append(TrustNote("info", "null-p", who,
+                                   f"not above the null at p ≤ 0.05: layers {', '.join(weak)}"))
+    if shuffles is not None and shuffles < 19:
+        notes.append(TrustNote("info", "null-p", "probe",
+                               f"{shuffles} shuffles per value cannot give p below "
+                               f"{1 / (shuffles + 1):.2g}; use --null 19 or more for "
+                               "p-values"))
+    return notes
+
+
+def render_null_table(rows: Sequence[Any], console: Any) -> None:
+    """Per estimator, for the last checkpoint: value, null mean ± 2 sd, excess and p by
+    layer, with the raw ridge (▲) and the excess ridge (◆) marked. Prints nothing when the
+    rows have no baseline."""
+    from rich.table import Table
+
+    rows = [r for r in rows if r.quantity == "predictive" and r.null_mean is not None]
+    if not rows:
+        return
+    last = list(dict.fromkeys(r.checkpoint for r in rows))[-1]
+    for est in dict.fromkeys(r.estimator for r in rows):
+        curve = sorted((r for r in rows if r.checkpoint == last and r.estimator == est),
+                       key=lambda r: r.layer_index)
+        blocks = [r for r in curve if r.layer != "final_norm"]
+        raw_top = max(blocks, key=lambda r: r.value).layer if blocks else None
+        excess_top = max(blocks, key=lambda r: r.excess).layer if blocks else None
+        table = Table(title=f"shuffled-y baseline — {est}, {last}, in {curve[0].unit}; "
+                            "▲ ridge of the value, ◆ ridge of the excess",
+                      title_justify="left", show_edge=False)
+        for col in ("layer", "value", "null (mean ± 2 sd)", "excess", "null share", "p"):
+            table.add_column(col, justify="left" if col == "layer" else "right")
+        for r in curve:
+            share = f"{r.null_mean / r.value:.0%}" if r.value > 0 < r.null_mean else ""
+            table.add_row(
+                r.layer.replace("_", " "),
+                ("▲ " if r.layer == raw_top else "") + f"{r.value:.4f}",
+                f"{r.null_mean:.4f} ± {2 * r.null_sd:.4f}",
+                ("◆ " if r.layer == excess_top else "") + f"{r.excess:.4f}", share,
+                f"{r.p_value:.2g}")
+        console.print(table)

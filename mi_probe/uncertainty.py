@@ -275,6 +275,11 @@ class NullBaseline:
     null_values: list[float]
     unit: str
 
+    def columns(self) -> dict[str, float]:
+        """null_mean, null_sd, excess and p_value (the probe's results.csv columns)."""
+        return {"null_mean": self.null_mean, "null_sd": self.null_sd, "excess": self.excess,
+                "p_value": self.p_value}
+
     @property
     def null_fraction(self) -> float:
         """null_mean / value: the share of the raw value that survives shuffling y."""

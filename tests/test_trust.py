@@ -171,3 +171,25 @@ def test_render_folds_repeats_and_attach_adds_warnings():
     assert "trust report" in text and "the same check on 3 more" in text
     attach(results, notes, names)
     assert any("fewer than 10 per dimension" in d for d in results[0].diagnostics)
+
+
+def test_probe_null_notes():
+    from mi_probe.probe_results import ResultRow
+    from mi_probe.trust import probe_null_notes
+
+    def row(layer, value, null_mean, p=0.01):
+        return ResultRow("ckpt", 10, str(layer), layer, "predictive", "renyi", value, "nats",
+                         100, null_mean=null_mean, null_sd=0.01, excess=value - null_mean,
+                         p_value=p)
+
+    rows = [row(0, 1.0, 0.9), row(1, 1.2, 1.15, p=0.2), row(2, 1.1, 0.8)]
+    notes = {n.check: n for n in probe_null_notes(rows, shuffles=19)}
+    assert "96%" in notes["null-share"].message  # 1.15 / 1.2
+    assert "from layer 1 (raw value) to layer 2" in notes["null-ridge"].message
+    assert notes["null-p"].message.endswith("layers 1")
+    few = probe_null_notes(rows, shuffles=3)
+    assert any("cannot give p below 0.25" in n.message for n in few)
+    calm = [row(0, 1.0, 0.1), row(1, 2.0, 0.1)]
+    assert not [n for n in probe_null_notes(calm, shuffles=19) if n.level == "warn"]
+    bare = [ResultRow("ckpt", 10, "0", 0, "predictive", "renyi", 1.0, "nats", 100)]
+    assert "without a shuffled-y baseline" in probe_null_notes(bare)[0].message

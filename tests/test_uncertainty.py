@@ -195,3 +195,35 @@ def test_pooled_null_over_disjoint_windows():
     assert single.p_value == pytest.approx(halves[0].extras["p_value"])
     with pytest.raises(ParameterError):
         pool_nulls([mi_probe.estimate(x, y, Gaussian())])
+
+
+def test_probe_shuffle_baseline(tiny_gpt2, tmp_path):
+    """`mi-probe estimate --null P`: per-layer null, excess and p-value in results.csv and
+    ridge.csv, a baseline table and trust notes; --null 0 warns that there is none."""
+    import csv
+
+    from tiny_models import write_prompt_target_jsonl
+
+    from mi_probe.probe import probe
+
+    data = write_prompt_target_jsonl(tmp_path / "probe.jsonl", n=30)
+    results = probe(tiny_gpt2, tmp_path / "a", data=str(data), samples=30, null=4,
+                    estimators=("renyi",), plots=False, incremental=False)
+    rows = results.select(quantity="predictive")
+    assert all(r.null_mean is not None and r.p_value >= 1 / 5 for r in rows)
+    assert all(r.excess == pytest.approx(r.value - r.null_mean) for r in rows)
+    with (tmp_path / "a" / "ridge.csv").open() as f:
+        (ridge,) = list(csv.DictReader(f))
+    best = max((r for r in rows if r.layer != "final_norm"), key=lambda r: r.excess)
+    assert int(ridge["excess_ridge_layer"]) == best.layer_index
+
+    runner = CliRunner()
+    args = ["estimate", str(tiny_gpt2), "--data", str(data), "--samples", "30",
+            "--no-plots", "--no-incremental"]
+    out = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert out.exit_code == 0, out.output
+    assert "shuffled-y baseline" in out.output and "excess" in out.output
+    out = runner.invoke(app, [*args, "--null", "0", "--out", str(tmp_path / "c")])
+    assert "without a shuffled-y baseline" in out.output
+    with (tmp_path / "c" / "results.csv").open() as f:
+        assert "null_mean" not in next(csv.reader(f))

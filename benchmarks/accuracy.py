@@ -36,7 +36,7 @@ def markdown_table(data: dict) -> str:
     """Markdown table of mean estimates (bold = solved) from results.json data."""
     cells = {(c["estimator"], c["task"], c["n"]): c for c in data["cells"]}
     ests, ns = data["config"]["estimators"], data["config"]["ns"]
-    keys = [(e, n) for e in ests for n in ns]
+    keys = [(e, n) for e in ests for n in ns if any(k[0] == e and k[2] == n for k in cells)]
     head = "| task | true MI | " + " | ".join(f"{e} n={n}" for e, n in keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 2)]
     solved = dict.fromkeys(keys, 0)
@@ -113,7 +113,7 @@ def main() -> None:
                         split_params(args.param, specs), on_record=progress)
         run.save_json(args.out / "results.json")
         data = run.to_dict()
-    plot_heatmap(run, args.out / "heatmap.png", dpi=80)
+    plot_heatmap(run, args.out / "heatmap.png", dpi=70)
     (args.out / "table.md").write_text(markdown_table(data) + "\n")
     print(markdown_table(data))
 

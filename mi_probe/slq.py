@@ -23,10 +23,12 @@ reductions.
    −λ log λ 30-80 times.
 
 The stochastic part uses Rademacher probes z projected by P, m Lanczos steps each (full
-reorthogonalisation) and Gauss quadrature. The reported error is 2 × the standard error
-over probes (about a 95 % interval) + the quadrature error (estimate with m steps minus
-with 3m/4 steps) + the deflation term. Probes are added in rounds until the error is at
-most ``tol`` or ``max_probes`` were used.
+reorthogonalisation), and the midpoint of the Gauss and Gauss–Radau (node at 0) rules,
+which bracket vᵀ f(PAP) v when f's derivatives have constant sign (Golub & Meurant). The
+reported error is 2 × the standard error over probes (about a 95 % interval) + half the
+bracket (the quadrature bound) + the deflation term. After a first block of probes, a
+second block adds as many as the standard error says are needed for ``tol`` (up to
+``max_probes``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class TraceEstimate:
         value: the estimate.
         error: estimated absolute error (≈ 95 % bound) = 2·stderr + quadrature + deflation.
         stderr: standard error of the stochastic part over probes.
-        quadrature_error: |estimate with m steps − with 3m/4 steps|.
+        quadrature_error: half the gap between the Gauss and Gauss–Radau rules (a bound
+            when f's derivatives have constant sign, as for −λ log λ and λ^α).
         deflation_error: Σ ‖r_i‖²·|f''(θ_i/2)| over the deflated eigenpairs.
         deflated: number k of top eigenpairs handled exactly.
         probes, steps: probe vectors used and Lanczos steps per probe.
@@ -79,12 +82,11 @@ class TraceEstimate:
 
 
 def frobenius_squared(a: Any) -> float:
-    """‖a‖_F² accumulated in float64, in row blocks (no full-size float64 copy)."""
+    """‖a‖_F², summed over row blocks in float64 (no full-size float64 copy)."""
     torch = _torch()
     total = 0.0
     for start in range(0, a.shape[0], _ROW_BLOCK):
-        block = a[start:start + _ROW_BLOCK].double()
-        total += float(torch.sum(block * block))
+        total += float(torch.linalg.vector_norm(a[start:start + _ROW_BLOCK])) ** 2
     return total
 
 
@@ -116,43 +118,61 @@ def top_eigenpairs(a: Any, k: int, oversample: int = 16, passes: int = 4,
 
 def lanczos(matmul: Callable[[Any], Any], v0: Any, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` Lanczos steps for every column of v0 (n, s) at once, with full
-    reorthogonalisation (twice). Returns alpha (s, m) and beta (s, m) float64; beta[:, j]
-    couples steps j and j + 1, and a 0 marks a column whose Krylov space was exhausted."""
+    reorthogonalisation (twice, as batched matrix products). Returns alpha (s, m) and
+    beta (s, m) float64; beta[:, j] couples steps j and j + 1, and a 0 marks a column
+    whose Krylov space was exhausted. ``matmul`` maps (n, s) to (n, s)."""
     torch = _torch()
     n, s = v0.shape
-    basis = torch.empty(steps, n, s, dtype=v0.dtype, device=v0.device)
+    basis = torch.empty(s, steps, n, dtype=v0.dtype, device=v0.device)
     alpha = np.zeros((s, steps))
     beta = np.zeros((s, steps))
-    v = v0 / torch.linalg.vector_norm(v0, dim=0).clamp_min(1e-300)
-    alive = torch.ones(s, dtype=torch.bool, device=v0.device)
+    v = (v0 / torch.linalg.vector_norm(v0, dim=0).clamp_min(1e-300)).T.contiguous()
+    alive = torch.ones(s, 1, dtype=torch.bool, device=v0.device)
     for j in range(steps):
-        basis[j] = v
-        w = matmul(v)
-        alpha[:, j] = (v * w).sum(dim=0).double().cpu().numpy()
+        basis[:, j] = v
+        w = matmul(v.T).T.contiguous()
+        alpha[:, j] = (v * w).sum(dim=1).double().cpu().numpy()
+        done = basis[:, : j + 1]
         for _ in range(2):
-            coef = torch.einsum("jns,ns->js", basis[: j + 1], w)
-            w = w - torch.einsum("jns,js->ns", basis[: j + 1], coef)
-        b_j = torch.linalg.vector_norm(w, dim=0)
+            w -= torch.bmm(done.transpose(1, 2), torch.bmm(done, w.unsqueeze(2))).squeeze(2)
+        b_j = torch.linalg.vector_norm(w, dim=1, keepdim=True)
         ref = torch.as_tensor(np.abs(alpha[:, : j + 1]).max(axis=1), device=w.device)
-        alive &= b_j > 1e-6 * ref.to(b_j.dtype)
-        beta[:, j] = torch.where(alive, b_j, torch.zeros_like(b_j)).double().cpu().numpy()
-        v = w / torch.where(alive, b_j, torch.ones_like(b_j))
-        v = torch.where(alive, v, torch.zeros_like(v))
+        alive &= b_j > 1e-6 * ref.to(b_j.dtype)[:, None]
+        beta[:, j] = torch.where(alive, b_j, torch.zeros_like(b_j))[:, 0].double().cpu().numpy()
+        v = torch.where(alive, w / torch.where(alive, b_j, torch.ones_like(b_j)),
+                        torch.zeros_like(w))
     return alpha, beta
 
 
-def gauss_nodes(alpha: np.ndarray, beta: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss quadrature nodes and weights (s, m) from the first m Lanczos steps per probe;
-    padding nodes (after a breakdown) get weight 0. Nodes are clipped at 0 (A is PSD)."""
+def gauss_nodes(alpha: np.ndarray, beta: np.ndarray, m: int,
+                radau: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature nodes and weights per probe from the first m Lanczos steps.
+
+    Gauss: the m×m Jacobi matrix T_m. Gauss–Radau (``radau``): T_m extended by one row so
+    that 0 is a node (Golub 1973): with (T_m)δ = β_m² e_m, the new diagonal entry is δ_m.
+    For f with derivatives of constant sign on [0, λ_max] (−λ log λ, λ^α) the two rules
+    bracket the integral. Returns (s, m + radau) arrays; padding nodes (after a breakdown,
+    where both rules are exact) get weight 0. Nodes are clipped at 0 (A is PSD).
+    """
     s = alpha.shape[0]
-    nodes, weights = np.zeros((s, m)), np.zeros((s, m))
+    width = m + int(radau)
+    nodes, weights = np.zeros((s, width)), np.zeros((s, width))
     for i in range(s):
         size = m
         zero = np.flatnonzero(beta[i, : m - 1] == 0)
         if zero.size:
             size = int(zero[0]) + 1
         off = beta[i, : size - 1]
-        theta, u = np.linalg.eigh(np.diag(alpha[i, :size]) + np.diag(off, 1) + np.diag(off, -1))
+        t = np.diag(alpha[i, :size]) + np.diag(off, 1) + np.diag(off, -1)
+        if radau and size == m and beta[i, m - 1] > 0:
+            b = beta[i, m - 1]
+            rhs = np.zeros(m)
+            rhs[-1] = b * b
+            delta = np.linalg.lstsq(t, rhs, rcond=None)[0]
+            t = np.block([[t, b * np.eye(m, 1, -(m - 1))],
+                          [b * np.eye(1, m, m - 1), np.array([[delta[-1]]])]])
+            size += 1
+        theta, u = np.linalg.eigh(t)
         nodes[i, :size], weights[i, :size] = np.clip(theta, 0.0, None), u[0] ** 2
     return nodes, weights
 
@@ -167,7 +187,7 @@ def trace_function(
     oversample: int = 16,
     passes: int = 5,
     steps: int = 20,
-    probes: int = 8,
+    probes: int = 16,
     max_probes: int = 64,
     seed: int = 0,
 ) -> TraceEstimate:
@@ -181,8 +201,10 @@ def trace_function(
         deflate: top eigenpairs handled exactly (0: none).
         oversample, passes: block oversampling and products of the subspace iteration.
         steps: Lanczos steps per probe.
-        probes: probes per round; rounds continue until the error is at most ``tol`` or
-            ``max_probes`` probes were used.
+        probes: probes in the first round (one block: each Lanczos step reads a once for
+            all of them); a second round adds as many as the standard error says are
+            needed for ``tol``, up to ``max_probes`` in all, unless the quadrature and
+            deflation terms alone exceed ``tol``.
         seed: seed of the deflation sketch and of the probes.
     """
     torch = _torch()
@@ -216,11 +238,10 @@ def trace_function(
 
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     alphas, betas, norms = [], [], []
-    m_coarse = max(2, (3 * steps) // 4)
     used = 0
+    batch = min(probes, max_probes)
     while True:
-        s = max(1, min(probes, max_probes - used))
-        z = torch.randint(0, 2, (n, s), generator=gen).to(device=a.device, dtype=a.dtype)
+        z = torch.randint(0, 2, (n, batch), generator=gen).to(device=a.device, dtype=a.dtype)
         z = 2 * z - 1
         if q is not None:
             z = z - q @ (q.T @ z)
@@ -228,22 +249,26 @@ def trace_function(
         al, be = lanczos(op, z, steps)
         alphas.append(al)
         betas.append(be)
-        products += s * steps
-        used += s
+        products += batch * steps
+        used += batch
         alpha, beta, nz = np.concatenate(alphas), np.concatenate(betas), np.concatenate(norms)
         nodes, wts = gauss_nodes(alpha, beta, steps)
         wts = wts * nz[:, None]
+        r_nodes, r_wts = gauss_nodes(alpha, beta, steps, radau=True)
+        r_wts = r_wts * nz[:, None]
         coef = _control_variate(nodes, wts, f)
-        exact_g = coef[0] * tr_p + coef[1] * tr_pap + coef[2] * fro_pap
-        per_probe = _quad(nodes, wts, f, coef)
-        stoch = exact_g + float(per_probe.mean())
-        c_nodes, c_wts = gauss_nodes(alpha, beta, m_coarse)
-        coarse = exact_g + float(_quad(c_nodes, c_wts * nz[:, None], f, coef).mean())
-        stderr = float(per_probe.std(ddof=1) / math.sqrt(used)) if used > 1 else math.inf
-        quad_err = abs(stoch - coarse)
+        gauss, radau = _quad(nodes, wts, f, coef), _quad(r_nodes, r_wts, f, coef)
+        per_probe = (gauss + radau) / 2
+        stoch = coef[0] * tr_p + coef[1] * tr_pap + coef[2] * fro_pap + float(per_probe.mean())
+        spread = float(per_probe.std(ddof=1)) if used > 1 else math.inf
+        stderr = spread / math.sqrt(used)
+        quad_err = float(np.mean(np.abs(gauss - radau)) / 2)
         error = 2 * stderr + quad_err + defl_err
-        if error <= tol or used >= max_probes:
+        # more probes only shrink the stochastic part: ask for as many as it needs
+        room = tol - quad_err - defl_err
+        if error <= tol or used >= max_probes or room <= 0 or not math.isfinite(spread):
             break
+        batch = min(max_probes - used, max(probes, math.ceil((2 * spread / room) ** 2) - used))
     return TraceEstimate(
         value=value_top + stoch, error=error, stderr=stderr, quadrature_error=quad_err,
         deflation_error=defl_err, deflated=len(top), probes=used, steps=steps,

@@ -118,8 +118,8 @@ def gram_matrix(
     torch = _torch()
     if kernel == "delta":
         lab = x.reshape(-1)
-        return (lab[:, None] == lab[None, :]).to(torch.float64 if x.dtype == torch.float64
-                                                   else x.dtype)
+        return (lab[:, None] == lab[None, :]).to(torch.float32 if x.dtype == torch.float32
+                                                   else torch.float64)
     # one n×n buffer, transformed in place: -‖u-v‖²/(2σ²) = (2u·v - ‖u‖² - ‖v‖²)/(2σ²)
     if kernel == "gaussian":
         g = x @ x.T

@@ -17,6 +17,14 @@ All entropies are in nats. Kernels (σ is the width):
 
 With l2-normalised rows (the default), ‖u-v‖² = 2 - 2u·v, so the Gaussian Gram matrix is
 one matrix product and one elementwise exp.
+
+Paths: the exact one computes eigenvalues only (O(n³) per entropy, Y's once per call, the
+joint matrix in place; labels give a block-diagonal joint matrix whose blocks are
+diagonalised separately). The approximate one (``approx="on"``, or ``"auto"`` from
+``approx_above`` samples or when the exact path does not fit in memory) estimates each
+entropy as a trace by stochastic Lanczos quadrature (:mod:`mi_probe.slq`, O(n²) per
+matrix-vector product) and reports its error. Before any work, :func:`plan` predicts the
+peak memory and raises ResourceError when it does not fit (see docs/estimators.md).
 """
 
 from __future__ import annotations

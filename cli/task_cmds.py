@@ -65,12 +65,13 @@ def arithmetic(
                                  help="values as 'letters' (a..z, one token in BPE "
                                       "tokenizers) or 'numbers'"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
+    max_d: int = typer.Option(None, "--max-d", help="largest step d (default K - 1)"),
 ) -> None:
     """Write the arithmetic-progression shift task: id/ood x train/test JSONL files."""
     from mi_probe.tasks import ArithmeticTask, write_arithmetic
 
     ks = parse_int_set(ood_k) if ood_k else tuple(v for v in range(5, 26) if v != k)
-    task = ArithmeticTask(k=k, ood_k=ks, length=length, encoding=encoding)
+    task = ArithmeticTask(k=k, ood_k=ks, length=length, encoding=encoding, max_d=max_d)
     paths = write_arithmetic(out, task, n_train, n_test, seed)
     rec = json.loads(paths["id_train"].read_text().splitlines()[0])
     console.print(f"wrote {', '.join(p.name for p in paths.values())} and task.json to "

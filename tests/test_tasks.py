@@ -44,6 +44,15 @@ def test_records_follow_the_progression_rule(encoding):
             assert (k == 13) != ood
 
 
+def test_max_d_caps_the_step():
+    task = ArithmeticTask(max_d=4, ood_k=(3, 20))
+    ds = {ood: {r["d"] for r in task.records(500, seed=0, ood=ood)} for ood in (False, True)}
+    assert ds[False] == {1, 2, 3, 4} and ds[True] == {1, 2, 3, 4}
+    assert {r["d"] for r in task.records(300, seed=0, ood=True) if r["k"] == 3} == {1, 2}
+    with pytest.raises(ParameterError, match="max_d"):
+        ArithmeticTask(max_d=0)
+
+
 def test_ood_moduli_are_drawn_from_the_set_without_13():
     ks = {rec["k"] for rec in ArithmeticTask().records(2000, seed=0, ood=True)}
     assert ks == set(range(5, 26)) - {13}

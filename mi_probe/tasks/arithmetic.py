@@ -11,8 +11,9 @@ Choices the paper leaves open, and what is done here:
   values with the default); the prompt then ends with the marker ``S`` and the target is
   the next signal value: ``prompt = "S c N k S f N a S i N b S l N d S o N h S"``,
   ``target = " r"`` with K = 13 values a..m.
-- d is uniform on {1, ..., K-1} (d = 0 would make a constant sequence), s_0 uniform on
-  {0, ..., K-1}. Noise values are uniform on {0, ..., K-1} with the sequence's own K,
+- d is uniform on {1, ..., K-1} (d = 0 would make a constant sequence; the paper does not
+  say which steps it used), or on {1, ..., min(max_d, K-1)} with ``max_d``; s_0 is uniform
+  on {0, ..., K-1}. Noise values are uniform on {0, ..., K-1} with the sequence's own K,
   independent of everything else, so they look exactly like signal values and only the
   S/N markers (and position) tell them apart.
 - Encoding ``"letters"`` (default) writes value v as the lowercase letter ``chr(97 + v)``
@@ -58,12 +59,17 @@ class ArithmeticTask:
         ood_k: the moduli the shifted data draws from, uniformly per sequence.
         length: number of shown elements (signal and noise alternating, signal first).
         encoding: "letters" (value v -> chr(97 + v)) or "numbers" (v -> str(v)).
+        max_d: the largest step d (None: K - 1). With every d in {1..K-1} the next value
+            is independent of any single shown value, so a model must combine two of them
+            before the loss can fall; small models trained from scratch then sit at chance
+            for long. A small ``max_d`` makes the last value alone informative.
     """
 
     k: int = ID_K
     ood_k: tuple[int, ...] = DEFAULT_OOD_K
     length: int = 10
     encoding: str = "letters"
+    max_d: int | None = None
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -76,6 +82,8 @@ class ArithmeticTask:
             )
         if not self.ood_k:
             raise ParameterError("ood_k is empty; give at least one modulus for the OOD data")
+        if self.max_d is not None and self.max_d < 1:
+            raise ParameterError(f"max_d must be at least 1, got {self.max_d}")
         top = 26 if self.encoding == "letters" else 10**6
         for k in (self.k, *self.ood_k):
             if not 2 <= k <= top:
@@ -97,7 +105,7 @@ class ArithmeticTask:
 
     def record(self, rng: np.random.Generator, k: int, split: str) -> dict[str, Any]:
         """One sequence with modulus k, as a prompt/target record."""
-        d = int(rng.integers(1, k))
+        d = int(rng.integers(1, k if self.max_d is None else min(self.max_d, k - 1) + 1))
         s0 = int(rng.integers(0, k))
         n_signal = (self.length + 1) // 2
         signals = [(s0 + t * d) % k for t in range(n_signal + 1)]

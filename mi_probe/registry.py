@@ -30,6 +30,7 @@ _BUILTIN_MODULES = {
     "mine": "mi_probe.plugins.mine",
     "linear-probe": "mi_probe.plugins.linear_probe",
     "adapters": "mi_probe.plugins.adapters",
+    "bench-tasks": "mi_probe.bench.tasks",
 }
 
 

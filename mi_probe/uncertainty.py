@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from .data import Target
 from .errors import InputError, ParameterError
@@ -152,7 +151,7 @@ def subsample_interval(
     """(low, high) for θ̂_n = ``value`` from subsample estimates ``reps`` (B,) of size m."""
     scale = np.sqrt(m / (n - m))
     if method == "normal":
-        half = stats.t.ppf(0.5 + level / 2, len(reps) - 1) * scale * reps.std(ddof=1)
+        half = _t_quantile(level, len(reps) - 1) * scale * reps.std(ddof=1)
         return value - half, value + half
     lo, hi = np.quantile(reps - reps.mean(), [0.5 - level / 2, 0.5 + level / 2])
     return value - scale * hi, value - scale * lo
@@ -160,7 +159,7 @@ def subsample_interval(
 
 def seed_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     """t-interval for the mean of per-seed values (k,)."""
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1)
+    half = _t_quantile(level, len(values) - 1) * values.std(ddof=1)
     half /= np.sqrt(len(values))
     return values.mean() - half, values.mean() + half
 
@@ -336,3 +335,11 @@ def null_baseline(
     results = estimate_layers(xs, y, estimator, unit=unit, y_kind=y_kind,
                               permutations=int(permutations), resample_seed=seed, **params)
     return results, [null_from_result(r) for r in results]
+
+
+def _t_quantile(level: float, dof: int) -> float:
+    """Two-sided Student-t quantile for a ``level`` interval (scipy imported on use: it
+    costs most of a second at start-up)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, dof))

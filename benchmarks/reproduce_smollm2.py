@@ -55,7 +55,8 @@ def stages(a: argparse.Namespace, gguf: Path) -> list[tuple[str, list[str], Path
     dev = ["--device", a.device]
     return [
         ("data", ["data", "arithmetic", "--out", str(d), "--n-train", str(a.n_train),
-                  "--n-test", str(a.n_test), "--seed", "0"], d / "task.json"),
+                  "--n-test", str(a.n_test), "--seed", "0",
+                  *(["--max-d", str(a.max_d)] if a.max_d else [])], d / "task.json"),
         ("train", ["train", str(gguf), "--data", str(d / "id_train.jsonl"), "--eval",
                    str(d / "id_test.jsonl"), "--out", str(r / "run"), "--steps", str(a.steps),
                    "--save-every", str(a.save_every), "--batch-size", str(a.batch_size),
@@ -238,12 +239,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/smollm2"))
     p.add_argument("--figures", type=Path, default=None, help="copy the figures here")
-    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
-    p.add_argument("--save-every", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=60, help="fine-tuning steps")
+    p.add_argument("--save-every", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--n-test", type=int, default=512)
+    p.add_argument("--max-d", type=int, default=4, help="largest step d of the task (0: K-1)")
     p.add_argument("--samples", type=int, default=512, help="probe / evaluation samples")
     p.add_argument("--fit-steps", type=int, default=60)
     p.add_argument("--fit-seeds", type=int, default=1)

@@ -22,8 +22,8 @@ def _load(ckpt: Path, checkpoint: str | None, device: str, dtype: str, blocks: s
     """(loaded checkpoint, adapter, torch device)."""
     from mi_probe.adapters import find_adapter
     from mi_probe.checkpoints import load_checkpoint
+    from mi_probe.devices import resolve_device
     from mi_probe.rescale_run import select_checkpoint
-    from mi_probe.rescale_train import resolve_device
 
     _quiet_transformers()
     dev = resolve_device(device)

@@ -36,7 +36,6 @@ from .errors import InputError, ParameterError
 
 POOLINGS = ("last", "mean")
 PADDING_SIDES = ("right", "left")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class _StopForward(Exception):
@@ -69,20 +68,6 @@ class ExtractedStates:
     def tokens_per_second(self) -> float:
         """Real tokens read per second of forward time."""
         return self.n_tokens / self.seconds if self.seconds > 0 else float("inf")
-
-
-def resolve_device(device: str | None) -> str:
-    """"auto" / None -> "cuda" when a CUDA device is available, else "cpu"."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ParameterError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("--device cuda was asked for but no CUDA device is available; "
-                             "use --device cpu")
-    return device
 
 
 def _block_output(output: Any) -> Any:

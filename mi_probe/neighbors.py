@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .errors import ParameterError
 
 #: A space keeps its whole (n, n) distance matrix when it takes at most this many bytes
@@ -77,18 +78,6 @@ _PAIR_BATCH_ELEMENTS = 1 << 22
 KDTREE_MAX_DIM = 8
 #: Screen candidates looked at beyond the k-th before falling back to the whole row.
 _EXTRA_CANDIDATES = 8
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("device 'cuda' was asked for but no CUDA device is available; "
-                             "use device=cpu or device=auto")
-    return torch.device(device)
 
 
 def default_chunk_size(n: int, device: torch.device) -> int:

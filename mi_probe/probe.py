@@ -370,11 +370,11 @@ class _Runner:
                  command: Sequence[str] | None) -> None:
         from . import __version__
         from .api import get_estimator
-        from .extract import resolve_device
+        from .devices import resolve_device
         from .params import resolve_params
 
         self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
-        self.device = resolve_device(cfg.device)
+        self.device = str(resolve_device(cfg.device))
         self.dtype = "float32" if cfg.dtype == "auto" and self.device == "cpu" else cfg.dtype
         self.estimators = {}
         for name in cfg.estimators:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .adapters import ModelAdapter, find_adapter
+from .devices import resolve_device  # noqa: F401 - re-exported for train/demo
 from .errors import InputError, ParameterError
 from .probe_data import ProbeExample
 from .rescale import DivergenceError, ResidualScaling, check_betas
@@ -34,21 +35,6 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 # -- device and precision ----------------------------------------------------------------
-def resolve_device(device: str = "auto") -> Any:
-    """``"auto"`` -> CUDA when available, else CPU; other names are checked and returned."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ParameterError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("--device cuda was asked for but no CUDA device is available")
-    return dev
-
-
 def autocast(device: Any, precision: str = "auto") -> Any:
     """bf16 autocast on CUDA (``auto``) or wherever ``bf16`` is asked for; a no-op for fp32."""
     import torch

@@ -161,7 +161,8 @@ class KSGEstimator(Estimator):
         """
         import torch
 
-        from mi_probe.neighbors import MaxNormSpace, knn_counts, resolve_device
+        from mi_probe.devices import resolve_device
+        from mi_probe.neighbors import MaxNormSpace, knn_counts
 
         dev = resolve_device(params["device"])
         prepared = [s if isinstance(s, MaxNormSpace) else MaxNormSpace(s, dev)

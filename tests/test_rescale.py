@@ -10,6 +10,7 @@ import torch
 from tiny_models import build_model
 
 from mi_probe.checkpoints import load_checkpoint
+from mi_probe.devices import resolve_device
 from mi_probe.errors import CheckpointError, FileFormatError, MIProbeError, ParameterError
 from mi_probe.probe_data import ProbeExample
 from mi_probe.rescale import (
@@ -19,7 +20,7 @@ from mi_probe.rescale import (
     save_betas,
 )
 from mi_probe.rescale_run import parse_named_paths
-from mi_probe.rescale_train import FitConfig, evaluate, fit_betas, resolve_device
+from mi_probe.rescale_train import FitConfig, evaluate, fit_betas
 
 MODULUS = 32  # the arithmetic task's tokens are 0..31 (inside the tiny vocabulary)
 NOISY_BLOCK = 2

@@ -10,8 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mi_probe.checkpoints import quiet_transformers
+
 from .common import console, friendly_errors
-from .task_cmds import _quiet_transformers
 
 CKPT_HELP = ("a checkpoint directory, a directory of checkpoint-<step>/ folders (the last step "
              "is used unless --checkpoint says otherwise), or a .gguf file")
@@ -25,7 +26,7 @@ def _load(ckpt: Path, checkpoint: str | None, device: str, dtype: str, blocks: s
     from mi_probe.devices import resolve_device
     from mi_probe.rescale_run import select_checkpoint
 
-    _quiet_transformers()
+    quiet_transformers()
     dev = resolve_device(device)
     ref = select_checkpoint(ckpt, checkpoint)
     console.print(f"checkpoint: {ref.path}" + (f" (step {ref.step})" if ref.step else "")

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from mi_probe.checkpoints import quiet_transformers
 from mi_probe.errors import ParameterError
 
 from .common import console, friendly_errors
@@ -34,21 +35,6 @@ def parse_int_set(text: str) -> tuple[int, ...]:
     if not values:
         raise ParameterError(f"{text!r} names no integers")
     return tuple(sorted(values))
-
-
-def _quiet_transformers() -> None:
-    """No per-file progress bars from transformers (mi-probe shows its own progress)."""
-    import os
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's bars
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # transformers missing: the command itself will say so
-        pass
 
 
 @friendly_errors
@@ -106,7 +92,7 @@ def train_cmd(
     """Fine-tune all weights on prompt/target data, saving checkpoints (resumable)."""
     from mi_probe.train import TrainConfig, clear_run
 
-    _quiet_transformers()
+    quiet_transformers()
     config = TrainConfig(steps=steps, epochs=epochs, lr=lr, batch_size=batch_size,
                          save_every=save_every, save_initial=save_initial, seed=seed,
                          device=device, warmup=warmup, layers=layers, width=width, heads=heads)
@@ -190,7 +176,7 @@ def attention_cmd(
     from mi_probe.attention import plot_profiles, write_csv
     from mi_probe.checkpoints import describe_checkpoints, discover_checkpoints
 
-    _quiet_transformers()
+    quiet_transformers()
     refs = discover_checkpoints(checkpoint)
     console.print(f"found {describe_checkpoints(refs)}", highlight=False)
     profiles = measure_attention(refs, data, signal_pattern, samples, seed, device, batch_size)
@@ -259,7 +245,7 @@ def demo_cmd(
 
     from .probe_cmds import render_tables
 
-    _quiet_transformers()
+    quiet_transformers()
     settings = QUICK if quick else FULL
     out = out or Path("mi-probe-demo-quick" if quick else "mi-probe-demo")
     console.print(f"mi-probe demo{' --quick' if quick else ''}: arithmetic shift task → "

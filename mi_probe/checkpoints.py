@@ -198,3 +198,16 @@ def _load_tokenizer(where: str, kwargs: dict[str, Any]) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else ""
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars or advisory warnings from transformers while loading
+    (mi-probe shows its own progress)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's bars
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # transformers missing: loading itself will say so
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -572,12 +572,12 @@ class _Runner:
         import torch
 
         from .adapters import find_adapter
-        from .checkpoints import load_checkpoint
+        from .checkpoints import load_checkpoint, quiet_transformers
         from .extract import extract_states
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        _quiet_transformers()
+        quiet_transformers()
         loaded = load_checkpoint(ref, device=self.device, dtype=self.dtype,
                                  trust_remote_code=cfg.trust_remote_code)
         try:
@@ -714,10 +714,3 @@ def _safetensors_bytes(states: dict[str, np.ndarray], meta: dict[str, Any]) -> b
     return save({k: np.ascontiguousarray(v) for k, v in states.items()},
                 metadata={k: str(v) for k, v in meta.items()})
 
-
-def _quiet_transformers() -> None:
-    """No per-shard progress bars or advisory warnings from transformers while loading."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()

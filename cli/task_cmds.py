@@ -232,8 +232,8 @@ def attention_table(profiles: list[Any]) -> Table:
 
 @friendly_errors
 def demo_cmd(
-    quick: bool = typer.Option(False, "--quick", help="a sub-minute smoke run of the same "
-                                                      "pipeline (the model barely trains)"),
+    quick: bool = typer.Option(False, "--quick", help="a ~15-second smoke run of the same "
+                                                      "pipeline (the model trains only briefly)"),
     out: Path = typer.Option(None, "--out", "-o", help="demo folder (default: mi-probe-demo "
                                                        "or mi-probe-demo-quick)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),

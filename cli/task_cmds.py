@@ -192,9 +192,9 @@ def measure_attention(refs: list[Any], data: Path, signal_pattern: str | None, s
     """Attention profiles of every checkpoint (a failed load is reported and skipped)."""
     from mi_probe.attention import attention_profile, signal_mask
     from mi_probe.checkpoints import load_checkpoint
+    from mi_probe.devices import resolve_device
     from mi_probe.errors import CheckpointError
     from mi_probe.probe_data import load_probe_data
-    from mi_probe.rescale_train import resolve_device
 
     dev = str(resolve_device(device))
     profiles = []

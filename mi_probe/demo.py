@@ -159,10 +159,11 @@ def _run_demo(out: Path, s: DemoSettings, device: str, cb: DemoCallbacks) -> Dem
     from .adapters import find_adapter
     from .attention import attention_profile, plot_profiles, signal_mask, write_csv
     from .checkpoints import discover_checkpoints, load_checkpoint
+    from .devices import resolve_device
     from .probe import probe
     from .probe_data import load_probe_data
     from .rescale_run import run_rescale
-    from .rescale_train import FitConfig, resolve_device
+    from .rescale_train import FitConfig
     from .tasks import ArithmeticTask, write_arithmetic
     from .train import TrainConfig, train
 

@@ -39,16 +39,10 @@ from typing import Any
 import numpy as np
 
 from .checkpoints import discover_checkpoints, load_checkpoint
+from .devices import resolve_device
 from .errors import CheckpointError, FileFormatError, ParameterError
 from .probe_data import ProbeExample, detect_format, load_probe_data, read_jsonl
-from .rescale_train import (
-    autocast,
-    batch_loss,
-    evaluate,
-    make_batch,
-    model_max_length,
-    resolve_device,
-)
+from .rescale_train import autocast, batch_loss, evaluate, make_batch, model_max_length
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>")

@@ -87,7 +87,7 @@ class Clock:
         self.cpu = time.process_time() - self.cpu
 
 
-def part_a(xs, y, n: int, plain_layers: list[int]) -> dict:
+def part_a(xs, y, n: int, plain_layers: list[int], float32: bool = False) -> dict:
     import mi_probe
 
     layers = [np.asarray(x[:n], dtype=np.float64) for x in xs]
@@ -97,6 +97,17 @@ def part_a(xs, y, n: int, plain_layers: list[int]) -> dict:
                                                              approx="off")]
     print(f"A  mi-probe exact, {len(layers)} layers, n={n}: {fast.wall:.1f} s wall, "
           f"{fast.cpu:.1f} s CPU", flush=True)
+    single = {}
+    if float32:
+        with Clock() as f32:
+            v32 = [r.value for r in mi_probe.estimate_layers(layers, target, "renyi",
+                                                              approx="off",
+                                                              precision="float32")]
+        d32 = max(abs(a - b) for a, b in zip(v32, values, strict=True))
+        print(f"A  mi-probe exact with precision=float32: {f32.wall:.1f} s wall; max |diff| "
+              f"from float64 {d32:.1e} nats", flush=True)
+        single = {"float32_wall": f32.wall, "float32_cpu": f32.cpu, "float32_values": v32,
+                  "float32_max_abs_diff": d32}
     with Clock() as plain:
         ref = plain_renyi_layers([l2_rows(layers[i]) for i in plain_layers], l2_rows(target))
     per_layer = plain.wall / len(plain_layers)
@@ -105,7 +116,10 @@ def part_a(xs, y, n: int, plain_layers: list[int]) -> dict:
     print(f"A  plain loop on layers {plain_layers}: {per_layer:.1f} s/layer -> "
           f"{total:.0f} s for {len(layers)} (extrapolated); speed-up {total / fast.wall:.1f}x; "
           f"max |diff| {diff:.1e} nats", flush=True)
-    return {"n": n, "layers": len(layers), "mi_probe_wall": fast.wall,
+    if single:
+        print(f"A  float32 speed-up over the plain loop: {total / single['float32_wall']:.1f}x",
+              flush=True)
+    return {**single, "n": n, "layers": len(layers), "mi_probe_wall": fast.wall,
             "mi_probe_cpu": fast.cpu, "values": values, "plain_layers": plain_layers,
             "plain_values": ref, "plain_wall_per_layer": per_layer,
             "plain_wall_total": total, "plain_extrapolated": len(plain_layers) < len(layers),
@@ -167,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--parts", default="A,B,C")
     ap.add_argument("--exact-n", type=int, default=4096)
     ap.add_argument("--plain-layers", default="0,15")
+    ap.add_argument("--float32", action="store_true", help="part A also with precision=float32")
     ap.add_argument("--approx-n", type=int, default=16384)
     ap.add_argument("--check-n", default="4096,8192")
     ap.add_argument("--check-layers", default="0,15,30")
@@ -184,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "cpus": os.cpu_count()}
     if "A" in parts:
         record["exact"] = part_a(xs, y, args.exact_n,
-                                 [int(v) for v in args.plain_layers.split(",")])
+                                 [int(v) for v in args.plain_layers.split(",")], args.float32)
     if "B" in parts:
         record["approx"] = part_b(xs, y, args.approx_n, args.tol)
     if "C" in parts:

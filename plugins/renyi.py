@@ -284,14 +284,14 @@ def predicted_bytes(n: int, method: str, precision: str, steps: int = 1) -> int:
 
     exact: Gram of y (for labels: the label blocks of x's Gram matrix), Gram of x (the
     joint is formed in place) and the copy LAPACK works on, in ``precision``; approx: two
-    Gram matrices in float32 plus Lanczos and deflation vectors. A sequence kernel first
+    Gram matrices in float32 plus float64 Lanczos and deflation vectors. A sequence kernel first
     builds the (n·T)² Gram matrix of all rows.
     """
     width = 8 if (method == "exact" and precision == "float64") else 4
     need = (3 if method == "exact" else 2) * n * n * width
-    if method == "approx":  # Lanczos basis of one round, deflation block and products
+    if method == "approx":  # float64 Lanczos basis of a round, deflation block, products
         block = SLQ_DEFAULTS["deflate"] + 16
-        need += n * (SLQ_DEFAULTS["steps"] * SLQ_DEFAULTS["max_probes"] + 4 * block) * 4
+        need += n * (SLQ_DEFAULTS["steps"] * SLQ_DEFAULTS["max_probes"] + 4 * block) * 8
     if steps > 1:
         need += (n * steps) ** 2 * width
     return int(need)

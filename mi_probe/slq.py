@@ -44,6 +44,8 @@ ScalarFun = Callable[[np.ndarray], np.ndarray]
 
 #: Rows per block when summing squares of a large matrix in float64.
 _ROW_BLOCK = 256
+#: Lanczos steps added at a time while the quadrature bracket is too wide.
+_MORE_STEPS = 10
 
 
 def _torch():
@@ -127,32 +129,57 @@ def _product(a: Any, v: Any) -> Any:
     return (a @ v.to(a.dtype)).double()
 
 
+class BlockLanczos:
+    """Lanczos runs for every column of v0 (n, s) at once, extendable step by step, with
+    full reorthogonalisation (twice, as batched matrix products).
+
+    ``alpha`` and ``beta`` (s, m) float64 hold the Jacobi matrices after m steps; beta[:, j]
+    couples steps j and j + 1, and a 0 marks a column whose Krylov space was exhausted.
+    ``matmul`` maps (n, s) to (n, s).
+    """
+
+    def __init__(self, matmul: Callable[[Any], Any], v0: Any, max_steps: int):
+        torch = _torch()
+        self.matmul = matmul
+        n, s = v0.shape
+        self.basis = torch.empty(s, max_steps, n, dtype=v0.dtype, device=v0.device)
+        self.alpha = np.zeros((s, 0))
+        self.beta = np.zeros((s, 0))
+        self.v = (v0 / torch.linalg.vector_norm(v0, dim=0).clamp_min(1e-300)).T.contiguous()
+        self.alive = torch.ones(s, 1, dtype=torch.bool, device=v0.device)
+
+    @property
+    def steps(self) -> int:
+        return self.alpha.shape[1]
+
+    def extend(self, steps: int) -> None:
+        """Run ``steps`` more steps (up to the basis size)."""
+        torch = _torch()
+        for _ in range(min(steps, self.basis.shape[1] - self.steps)):
+            j, v = self.steps, self.v
+            self.basis[:, j] = v
+            w = self.matmul(v.T).T.contiguous()
+            a_j = (v * w).sum(dim=1).double().cpu().numpy()
+            done = self.basis[:, : j + 1]
+            for _ in range(2):
+                w -= torch.bmm(done.transpose(1, 2), torch.bmm(done, w.unsqueeze(2))).squeeze(2)
+            b_j = torch.linalg.vector_norm(w, dim=1, keepdim=True)
+            ref = np.abs(np.concatenate([self.alpha, a_j[:, None]], axis=1)).max(axis=1)
+            self.alive &= b_j > 1e-6 * torch.as_tensor(ref, device=w.device).to(b_j)[:, None]
+            keep = torch.where(self.alive, b_j, torch.zeros_like(b_j))
+            self.alpha = np.concatenate([self.alpha, a_j[:, None]], axis=1)
+            self.beta = np.concatenate([self.beta, keep.double().cpu().numpy()], axis=1)
+            self.v = torch.where(self.alive, w / torch.where(self.alive, b_j,
+                                                             torch.ones_like(b_j)),
+                                 torch.zeros_like(w))
+
+
 def lanczos(matmul: Callable[[Any], Any], v0: Any, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """``steps`` Lanczos steps for every column of v0 (n, s) at once, with full
-    reorthogonalisation (twice, as batched matrix products). Returns alpha (s, m) and
-    beta (s, m) float64; beta[:, j] couples steps j and j + 1, and a 0 marks a column
-    whose Krylov space was exhausted. ``matmul`` maps (n, s) to (n, s)."""
-    torch = _torch()
-    n, s = v0.shape
-    basis = torch.empty(s, steps, n, dtype=v0.dtype, device=v0.device)
-    alpha = np.zeros((s, steps))
-    beta = np.zeros((s, steps))
-    v = (v0 / torch.linalg.vector_norm(v0, dim=0).clamp_min(1e-300)).T.contiguous()
-    alive = torch.ones(s, 1, dtype=torch.bool, device=v0.device)
-    for j in range(steps):
-        basis[:, j] = v
-        w = matmul(v.T).T.contiguous()
-        alpha[:, j] = (v * w).sum(dim=1).double().cpu().numpy()
-        done = basis[:, : j + 1]
-        for _ in range(2):
-            w -= torch.bmm(done.transpose(1, 2), torch.bmm(done, w.unsqueeze(2))).squeeze(2)
-        b_j = torch.linalg.vector_norm(w, dim=1, keepdim=True)
-        ref = torch.as_tensor(np.abs(alpha[:, : j + 1]).max(axis=1), device=w.device)
-        alive &= b_j > 1e-6 * ref.to(b_j.dtype)[:, None]
-        beta[:, j] = torch.where(alive, b_j, torch.zeros_like(b_j))[:, 0].double().cpu().numpy()
-        v = torch.where(alive, w / torch.where(alive, b_j, torch.ones_like(b_j)),
-                        torch.zeros_like(w))
-    return alpha, beta
+    """``steps`` Lanczos steps for every column of v0 (n, s): (alpha, beta), see
+    :class:`BlockLanczos`."""
+    run = BlockLanczos(matmul, v0, steps)
+    run.extend(steps)
+    return run.alpha, run.beta
 
 
 def gauss_nodes(alpha: np.ndarray, beta: np.ndarray, m: int,
@@ -198,6 +225,7 @@ def trace_function(
     oversample: int = 16,
     passes: int = 5,
     steps: int = 20,
+    max_steps: int = 60,
     probes: int = 16,
     max_probes: int = 64,
     seed: int = 0,
@@ -211,7 +239,9 @@ def trace_function(
         tol: target absolute error.
         deflate: top eigenpairs handled exactly (0: none).
         oversample, passes: block oversampling and products of the subspace iteration.
-        steps: Lanczos steps per probe.
+        steps: Lanczos steps per probe to start with; while the quadrature bracket is
+            more than half of ``tol`` the runs are extended by 10 steps, up to
+            ``max_steps``.
         probes: probes in the first round (one block: each Lanczos step reads a once for
             all of them); a second round adds as many as the standard error says are
             needed for ``tol``, up to ``max_probes`` in all, unless the quadrature and
@@ -221,7 +251,8 @@ def trace_function(
     torch = _torch()
     n = a.shape[0]
     deflate = max(0, min(deflate, n // 4))
-    steps = max(2, min(steps, n - deflate))
+    max_steps = max(2, min(max_steps, n - deflate))
+    steps = max(2, min(steps, max_steps))
     trace = float(torch.diagonal(a).double().sum())
     fro2 = frobenius_squared(a)
     products = 0
@@ -248,22 +279,26 @@ def trace_function(
         return u - q @ (q.T @ u)
 
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-    alphas, betas, norms = [], [], []
+    runs: list[BlockLanczos] = []
+    norms: list[np.ndarray] = []
     used = 0
     batch = min(probes, max_probes)
     while True:
-        z = torch.randint(0, 2, (n, batch), generator=gen).to(device=a.device,
-                                                               dtype=torch.float64)
-        z = 2 * z - 1
-        if q is not None:
-            z = z - q @ (q.T @ z)
-        norms.append((torch.linalg.vector_norm(z, dim=0) ** 2).cpu().numpy())
-        al, be = lanczos(op, z, steps)
-        alphas.append(al)
-        betas.append(be)
-        products += batch * steps
-        used += batch
-        alpha, beta, nz = np.concatenate(alphas), np.concatenate(betas), np.concatenate(norms)
+        if batch:
+            z = torch.randint(0, 2, (n, batch), generator=gen).to(device=a.device,
+                                                                   dtype=torch.float64)
+            z = 2 * z - 1
+            if q is not None:
+                z = z - q @ (q.T @ z)
+            norms.append((torch.linalg.vector_norm(z, dim=0) ** 2).cpu().numpy())
+            runs.append(BlockLanczos(op, z, max_steps))
+            used += batch
+        for run in runs:
+            products += run.alpha.shape[0] * max(0, steps - run.steps)
+            run.extend(steps - run.steps)
+        alpha = np.concatenate([r.alpha for r in runs])
+        beta = np.concatenate([r.beta for r in runs])
+        nz = np.concatenate(norms)
         nodes, wts = gauss_nodes(alpha, beta, steps)
         wts = wts * nz[:, None]
         r_nodes, r_wts = gauss_nodes(alpha, beta, steps, radau=True)
@@ -276,9 +311,15 @@ def trace_function(
         stderr = spread / math.sqrt(used)
         quad_err = float(np.mean(np.abs(gauss - radau)) / 2)
         error = 2 * stderr + quad_err + defl_err
-        # more probes only shrink the stochastic part: ask for as many as it needs
+        if error <= tol or not math.isfinite(spread):
+            break
+        # the quadrature bracket narrows with more steps, the standard error with more
+        # probes: extend whichever is over its share of tol (half each), while allowed
+        if quad_err > (tol - defl_err) / 2 and steps < max_steps:
+            steps, batch = min(max_steps, steps + _MORE_STEPS), 0
+            continue
         room = tol - quad_err - defl_err
-        if error <= tol or used >= max_probes or room <= 0 or not math.isfinite(spread):
+        if used >= max_probes or room <= 0:
             break
         batch = min(max_probes - used, max(probes, math.ceil((2 * spread / room) ** 2) - used))
     return TraceEstimate(

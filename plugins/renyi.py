@@ -52,7 +52,7 @@ APPROX_ABOVE = 8192
 #: Label blocks smaller than this get exact spectra even on the approximate path.
 _SMALL_BLOCK = 2048
 #: Settings of the stochastic Lanczos quadrature (see mi_probe.slq.trace_function).
-SLQ_DEFAULTS = {"deflate": 32, "steps": 20, "probes": 16, "max_probes": 64}
+SLQ_DEFAULTS = {"deflate": 32, "steps": 20, "max_steps": 60, "probes": 16, "max_probes": 64}
 #: Added to each approximate entropy's error: the approximate path keeps its matrices in
 #: float32, whose rounding moved exact entropies of hidden-state Gram matrices by up to
 #: 4e-6 nats (n = 2048, SmolLM2-135M, all layers).
@@ -291,7 +291,7 @@ def predicted_bytes(n: int, method: str, precision: str, steps: int = 1) -> int:
     need = (3 if method == "exact" else 2) * n * n * width
     if method == "approx":  # float64 Lanczos basis of a round, deflation block, products
         block = SLQ_DEFAULTS["deflate"] + 16
-        need += n * (SLQ_DEFAULTS["steps"] * SLQ_DEFAULTS["max_probes"] + 4 * block) * 8
+        need += n * (SLQ_DEFAULTS["max_steps"] * SLQ_DEFAULTS["max_probes"] + 4 * block) * 8
     if steps > 1:
         need += (n * steps) ** 2 * width
     return int(need)
@@ -353,8 +353,9 @@ class RenyiEstimator(Estimator):
               "path does not fit in memory)", choices=APPROX_MODES),
         Param("approx_above", int, APPROX_ABOVE, "smallest n for which approx=auto "
               "approximates", low=2),
-        Param("tol", float, 2e-3, "target error of each approximate entropy (nats, ≈95 %)",
-              low=0.0, low_open=True),
+        Param("tol", float, 5e-3, "target error bound of each approximate entropy (nats, "
+              "≈95 %; actual errors are usually several times smaller)", low=0.0,
+              low_open=True),
         Param("seed", int, 0, "seed of the approximation's random vectors", low=0),
     )
     y_kinds = frozenset({"continuous", "discrete"})

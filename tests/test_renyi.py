@@ -348,10 +348,15 @@ def test_auto_approximates_from_approx_above():
 
 
 def test_memory_limit_switches_to_approx_or_refuses(monkeypatch):
+    from mi_probe.plugins import renyi
+
     from mi_probe.errors import ResourceError
 
-    x, y = hidden_like(n=1000, d=16)  # exact: 3 float64 n×n = 22.9 MiB; approx 18.9 MiB
-    monkeypatch.setenv("MI_PROBE_MEMORY_LIMIT", "20M")
+    # small SLQ workspaces, so that at n = 1000 the approximation needs less than exact
+    monkeypatch.setitem(renyi.SLQ_DEFAULTS, "max_steps", 20)
+    monkeypatch.setitem(renyi.SLQ_DEFAULTS, "max_probes", 16)
+    x, y = hidden_like(n=1000, d=16)  # exact: 3 float64 n×n = 22.9 MiB; approx 11.5 MiB
+    monkeypatch.setenv("MI_PROBE_MEMORY_LIMIT", "18M")
     res = mi_probe.estimate(x, y, "renyi")
     assert res.extras["method"] == "approx"
     assert any("more than is available" in d for d in res.diagnostics)

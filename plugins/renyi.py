@@ -43,6 +43,7 @@ from mi_probe.hookspecs import hookimpl
 from mi_probe.params import Param
 from mi_probe.resources import fits, format_bytes, require
 from mi_probe.slq import frobenius_squared, trace_function
+from mi_probe.tiled import TiledSymmetric, tiled_bytes
 
 KERNELS = ("gaussian", "laplacian", "polynomial", "linear", "delta")
 WIDTH_RULES = ("median", "scott")
@@ -123,26 +124,42 @@ def gram_matrix(
     ``normalized_rows`` says the rows already have unit norm, which lets the Gaussian
     kernel skip computing squared norms. For ``"delta"``, x is (n,) or (n, 1) labels.
     """
+    return kernel_block(x, x, kernel, sigma, degree, coef0, normalized_rows)
+
+
+def kernel_block(
+    x1: Any,
+    x2: Any,
+    kernel: str = "gaussian",
+    sigma: float = 1.0,
+    degree: int = 2,
+    coef0: float = 1.0,
+    normalized_rows: bool = False,
+) -> Any:
+    """Kernel values (n1, n2) between the rows of x1 (n1, d) and x2 (n2, d); see
+    :func:`gram_matrix` (which is ``kernel_block(x, x, ...)``)."""
     torch = _torch()
     if kernel == "delta":
-        lab = x.reshape(-1)
-        return (lab[:, None] == lab[None, :]).to(torch.float32 if x.dtype == torch.float32
-                                                   else torch.float64)
-    # one n×n buffer, transformed in place: -‖u-v‖²/(2σ²) = (2u·v - ‖u‖² - ‖v‖²)/(2σ²)
+        same = x1.reshape(-1)[:, None] == x2.reshape(-1)[None, :]
+        return same.to(torch.float32 if x1.dtype == torch.float32 else torch.float64)
+    # one n1×n2 buffer, transformed in place: -‖u-v‖²/(2σ²) = (2u·v - ‖u‖² - ‖v‖²)/(2σ²)
     if kernel == "gaussian":
-        g = x @ x.T
+        g = x1 @ x2.T
         if normalized_rows:
             g.sub_(1.0)
         else:
-            nrm = torch.diagonal(g).clone()
-            g.mul_(2.0).sub_(nrm[:, None]).sub_(nrm[None, :]).mul_(0.5)
+            if x1 is x2:
+                sq1 = sq2 = torch.diagonal(g).clone()
+            else:
+                sq1, sq2 = (x1 * x1).sum(dim=1), (x2 * x2).sum(dim=1)
+            g.mul_(2.0).sub_(sq1[:, None]).sub_(sq2[None, :]).mul_(0.5)
         return g.clamp_max_(0.0).mul_(1.0 / (sigma * sigma)).exp_()
     if kernel == "laplacian":
-        return torch.cdist(x, x, p=1.0).mul_(-1.0 / sigma).exp_()
+        return torch.cdist(x1, x2, p=1.0).mul_(-1.0 / sigma).exp_()
     if kernel == "polynomial":
-        return (x @ x.T).add_(coef0).pow_(degree)
+        return (x1 @ x2.T).add_(coef0).pow_(degree)
     if kernel == "linear":
-        return x @ x.T
+        return x1 @ x2.T
     raise ParameterError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
 
 
@@ -161,7 +178,7 @@ def sequence_gram(x: Any, *kernel_args: Any, **kernel_kwargs: Any) -> Any:
 
 def _trace(k: Any) -> float:
     """tr k in float64; a ParameterError when it is not positive."""
-    tr = float(_torch().diagonal(k).double().sum())
+    tr = float(k.diagonal().double().sum())
     if not tr > 0:
         raise ParameterError(
             "the Gram matrix has zero trace (all-zero samples with a linear or polynomial "
@@ -283,12 +300,16 @@ def predicted_bytes(n: int, method: str, precision: str, steps: int = 1) -> int:
     """Peak bytes of one renyi estimate with n samples (T = ``steps`` per-step rows).
 
     exact: Gram of y (for labels: the label blocks of x's Gram matrix), Gram of x (the
-    joint is formed in place) and the copy LAPACK works on, in ``precision``; approx: two
-    Gram matrices in float32 plus float64 Lanczos and deflation vectors. A sequence kernel first
+    joint is formed in place) and the copy LAPACK works on, in ``precision``; approx: the
+    upper-triangular tiles of two Gram matrices in float32 (:mod:`mi_probe.tiled`) plus
+    float64 Lanczos and deflation vectors. A sequence kernel first
     builds the (n·T)² Gram matrix of all rows.
     """
     width = 8 if (method == "exact" and precision == "float64") else 4
-    need = (3 if method == "exact" else 2) * n * n * width
+    if method == "exact":
+        need = 3 * n * n * width
+    else:  # upper-triangular tiles of the two matrices (dense for a sequence kernel)
+        need = 2 * (tiled_bytes(n, width) if steps == 1 else n * n * width)
     if method == "approx":  # float64 Lanczos basis of a round, deflation block, products
         block = SLQ_DEFAULTS["deflate"] + 16
         need += n * (SLQ_DEFAULTS["max_steps"] * SLQ_DEFAULTS["max_probes"] + 4 * block) * 8
@@ -372,11 +393,12 @@ class RenyiEstimator(Estimator):
 
     # -- the pieces, exposed so that pipelines can reuse them --------------------------
     def prepare_side(self, values: np.ndarray, params: dict[str, Any], sigma: Any,
-                     dtype: Any = None) -> tuple:
+                     dtype: Any = None, tiled: bool = False) -> tuple:
         """Gram matrix (n, n) of one side and the width used. values: (n, d) floats, or
         (n, T, d) per-step states, whose Gram matrix is the :func:`sequence_gram` (rows
         normalised per step; a width rule sees all n·T rows). ``dtype``: a torch dtype
-        overriding ``precision``."""
+        overriding ``precision``. ``tiled``: return a
+        :class:`~mi_probe.tiled.TiledSymmetric` (half the memory; (n, d) values only)."""
         torch = _torch()
         if dtype is None:
             dtype = torch.float64 if params["precision"] == "float64" else torch.float32
@@ -389,12 +411,13 @@ class RenyiEstimator(Estimator):
         kernel = params["kernel"]
         width = (kernel_width(t, sigma, p=1.0 if kernel == "laplacian" else 2.0)
                  if kernel in ("gaussian", "laplacian") else None)
-        if len(shape) == 3:
-            k = sequence_gram(t.reshape(shape), kernel, width or 1.0, params["degree"],
-                              params["coef0"], normalized_rows=params["normalize"])
+        args = (kernel, width or 1.0, params["degree"], params["coef0"], params["normalize"])
+        if tiled and len(shape) == 2:
+            k = TiledSymmetric.build(t.shape[0], lambda r, c: kernel_block(t[r], t[c], *args))
+        elif len(shape) == 3:
+            k = sequence_gram(t.reshape(shape), *args)
         else:
-            k = gram_matrix(t, kernel, width or 1.0, params["degree"], params["coef0"],
-                            normalized_rows=params["normalize"])
+            k = gram_matrix(t, *args)
         return k, width
 
     def target_gram(self, y: Target, params: dict[str, Any]) -> tuple:
@@ -417,7 +440,8 @@ class RenyiEstimator(Estimator):
             return self._layers_against_labels(y, xs, params)
         the_plan = plan(y.n, params)
         sigma = params["y_sigma"] if params["y_sigma"] is not None else params["sigma"]
-        kb, y_width = self.prepare_side(y.values, params, sigma, self._dtype(the_plan, params))
+        kb, y_width = self.prepare_side(y.values, params, sigma, self._dtype(the_plan, params),
+                                        tiled=the_plan.method == "approx")
         return self._layers_against(kb, y_width, xs, params, the_plan)
 
     def compute_sequence_layers(
@@ -459,7 +483,8 @@ class RenyiEstimator(Estimator):
         h_y, e_y, _ = self._entropy(kb, params, the_plan, 0, tol_scale=0.25)
         out = []
         for x in xs:
-            ka, x_width = self.prepare_side(x, params, params["sigma"], dtype)
+            ka, x_width = self.prepare_side(x, params, params["sigma"], dtype,
+                                            tiled=isinstance(kb, TiledSymmetric))
             h_x, e_x, sx = self._entropy(ka, params, the_plan, 1)
             ka.mul_(kb)  # the joint Gram matrix, in place (scale does not matter)
             h_xy, e_xy, sxy = self._entropy(ka, params, the_plan, 2)

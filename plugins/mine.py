@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 
 from mi_probe.data import Target
+from mi_probe.devices import resolve_device
 from mi_probe.errors import ResourceError
 from mi_probe.estimator import Estimate, Estimator
 from mi_probe.hookspecs import hookimpl
 from mi_probe.params import Param
 
 from .linear_probe import holdout_split, split_min_samples, split_sizes, standardize
-from .renyi import resolve_device
 
 BOUNDS = ("mine", "nwj", "infonce")
 CEILING_SHARE = 0.9  # InfoNCE above this share of log B is flagged

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from mi_probe.data import Target
+from mi_probe.devices import resolve_device
 from mi_probe.errors import ParameterError
 from mi_probe.estimator import Estimate, Estimator
 from mi_probe.hookspecs import hookimpl
@@ -65,16 +66,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when available, else "cpu"."""
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("device 'cuda' was asked for but no CUDA device is available")
-    return device
 
 
 def l2_normalize(x: Any) -> Any:

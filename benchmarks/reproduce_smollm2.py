@@ -11,11 +11,12 @@ docs/reproduction.md) are written and the figures are copied to ``--figures``.
 
 Stages: data (the arithmetic shift task), train (full fine-tuning of the GGUF model on the
 ID task, checkpoints along the way), probe (renyi at the paper's settings on every
-checkpoint, ID test set), cross (the last checkpoint with renyi, ksg and linear-probe, Y as
-the embedding and as the token id), probe_ood (the last checkpoint on OOD test data),
-early_exit0 (logit-lens accuracy of the untuned model), rescale (β fitted on ID and on OOD
-with early-exit accuracy), attention (attention to signal tokens, every checkpoint),
-multitoken (the pretrained model on built-in English text, T generation steps).
+checkpoint, ID test set), cross (the last checkpoint: renyi and ksg with Y = the embedding),
+cross_ids (renyi, ksg and linear-probe with Y = the token id), probe_ood (the last
+checkpoint on OOD test data), early_exit0 (logit-lens accuracy of the untuned model),
+rescale (β fitted on ID and on OOD, with early-exit accuracy), attention (attention to
+signal tokens, every checkpoint), multitoken (the pretrained model on built-in English
+text, T generation steps).
 """
 
 from __future__ import annotations
@@ -63,17 +64,19 @@ def stages(a: argparse.Namespace, gguf: Path) -> list[tuple[str, list[str], Path
                    "--lr", str(a.lr), *dev], last / "trainer_state.json"),
         ("probe", ["estimate", str(r / "run"), "--data", str(d / "id_test.jsonl"),
                    "--samples", str(a.samples), "--out", str(r / "probe"), *dev],
-         r / "probe" / "ridge.csv"),
+         r / "probe" / "run.json"),
+        # a linear probe of a 576-dim continuous y needs more held-out samples than dims:
+        # it runs on token ids (cross_ids) instead
         ("cross", ["estimate", str(last), "--data", str(d / "id_test.jsonl"), "--samples",
-                   str(a.samples), "-e", "renyi", "-e", "ksg", "-e", "linear-probe",
-                   "--out", str(r / "cross"), *dev], r / "cross" / "ridge.csv"),
+                   str(a.samples), "-e", "renyi", "-e", "ksg", "--out", str(r / "cross"),
+                   *dev], r / "cross" / "run.json"),
         ("cross_ids", ["estimate", str(last), "--data", str(d / "id_test.jsonl"), "--samples",
                        str(a.samples), "--target", "token-id", "-e", "renyi", "-e", "ksg",
                        "-e", "linear-probe", "--out", str(r / "cross_ids"), *dev],
-         r / "cross_ids" / "ridge.csv"),
+         r / "cross_ids" / "run.json"),
         ("probe_ood", ["estimate", str(last), "--data", str(d / "ood_test.jsonl"),
                        "--samples", str(a.samples), "--out", str(r / "probe_ood"), *dev],
-         r / "probe_ood" / "ridge.csv"),
+         r / "probe_ood" / "run.json"),
         ("early_exit0", ["early-exit", str(r / "run"), "--checkpoint", "0", "--eval",
                          f"id={d / 'id_test.jsonl'}", "--eval", f"ood={d / 'ood_test.jsonl'}",
                          "--samples", str(a.samples), "--out", str(r / "early_exit0"), *dev],
@@ -89,8 +92,17 @@ def stages(a: argparse.Namespace, gguf: Path) -> list[tuple[str, list[str], Path
                        *dev], r / "attention" / "attention.png"),
         ("multitoken", ["estimate", str(gguf), "--steps", str(a.gen_steps), "--samples",
                         str(a.gen_samples), "--out", str(r / "multitoken"), *dev],
-         r / "multitoken" / "ridge.csv"),
+         r / "multitoken" / "run.json"),
     ]
+
+
+def finished(marker: Path) -> bool:
+    """A stage is done when its marker exists and, for a run.json, says "complete"."""
+    if not marker.is_file():
+        return False
+    if marker.name == "run.json":
+        return json.loads(marker.read_text()).get("status") == "complete"
+    return True
 
 
 def run_stage(name: str, args: list[str], log: Path) -> dict[str, float]:
@@ -183,14 +195,18 @@ def markdown(doc: dict[str, Any], a: argparse.Namespace) -> str:
     fits = doc["rescale"]["fits"]
     att = {row["layer"]: float(row["signal"]) for row in doc["attention"]
            if row["checkpoint"] == last}
+    def cell(values: list[float], i: int, fmt: str) -> str:
+        return format(values[i], fmt) if 0 <= i < len(values) else "-"
+
     for i, layer in enumerate(layers):
+        if not layer.isdigit():  # the post-final-norm entry: MI only
+            i = -1
         b = i - 1
-        out.append(
-            f"| {layer} | {doc['mi'][last]['predictive'][layer]:.4f} | {ood[layer]:.4f} | "
-            f"{ee['id']['accuracy'][i]:.1%} | {ee['ood']['accuracy'][i]:.1%} | "
-            f"{ee0['id']['accuracy'][i]:.1%} | {ee0['ood']['accuracy'][i]:.1%} | "
-            + (f"{fits['id']['beta_mean'][b]:.3f} | {fits['ood']['beta_mean'][b]:.3f} | "
-               f"{att[layer]:.3f} |" if i else "- | - | - |"))
+        accs = [cell(src[k]["accuracy"], i, ".1%") for src in (ee, ee0) for k in ("id", "ood")]
+        tail = [cell(fits["id"]["beta_mean"], b, ".3f"), cell(fits["ood"]["beta_mean"], b, ".3f"),
+                format(att[layer], ".3f") if i > 0 and layer in att else "-"]
+        out.append(f"| {layer} | {doc['mi'][last]['predictive'][layer]:.4f} | "
+                   f"{ood[layer]:.4f} | " + " | ".join(accs + tail) + " |")
     out += ["\n## Accuracy before → after fitting β\n", "| fit | eval | loss | accuracy |",
             "|---|---|---|---|"]
     for name, fit in fits.items():
@@ -263,7 +279,7 @@ def main() -> None:
     for name, args, marker in stages(a, gguf):
         if a.only and name not in a.only:
             continue
-        if marker.exists() and name not in a.redo:
+        if finished(marker) and name not in a.redo:
             print(f"== {name}: done ({marker} exists)")
             continue
         timings[name] = run_stage(name, args, a.out / f"{name}.log")

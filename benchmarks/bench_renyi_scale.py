@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--approx-n", type=int, default=16384)
     ap.add_argument("--check-n", default="4096,8192")
     ap.add_argument("--check-layers", default="0,15,30")
-    ap.add_argument("--tol", type=float, default=5e-3)
+    ap.add_argument("--tol", type=float, default=1e-2)
     ap.add_argument("--out", type=Path, default=RESULTS / "renyi_scale.json")
     args = ap.parse_args(argv)
     if args.extract:

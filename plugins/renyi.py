@@ -365,7 +365,7 @@ class RenyiEstimator(Estimator):
               "path does not fit in memory)", choices=APPROX_MODES),
         Param("approx_above", int, APPROX_ABOVE, "smallest n for which approx=auto "
               "approximates", low=2),
-        Param("tol", float, 5e-3, "target error bound of each approximate entropy (nats, "
+        Param("tol", float, 1e-2, "target error bound of each approximate entropy (nats, "
               "≈95 %; actual errors are usually several times smaller)", low=0.0,
               low_open=True),
         Param("seed", int, 0, "seed of the approximation's random vectors", low=0),

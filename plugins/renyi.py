@@ -394,7 +394,8 @@ class RenyiEstimator(Estimator):
         if dtype is None:
             dtype = torch.float64 if params["precision"] == "float64" else torch.float32
         dev = resolve_device(params["device"])
-        t = torch.as_tensor(np.ascontiguousarray(values), device=dev).to(dtype)
+        # read-only inputs (np.load(..., mmap_mode="r")) are copied: torch warns on them
+        t = torch.as_tensor(np.require(values, requirements=("C", "W")), device=dev).to(dtype)
         shape = t.shape
         t = t.reshape(-1, shape[-1])
         if params["normalize"]:

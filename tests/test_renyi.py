@@ -10,6 +10,7 @@ zero for α < 1, negative ones for every α, in both (see entropy_from_eigenvalu
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -399,3 +400,16 @@ def test_trace_function_on_a_known_spectrum():
     assert est.deflated == 16 and est.top[:3] == pytest.approx([0.3, 0.2, 0.1], rel=1e-6)
     plain = trace_function(a, f, lambda v: 1 / v, 1e-3, deflate=0, seed=1, max_probes=64)
     assert abs(plain.value - exact) <= plain.error
+
+
+def test_read_only_inputs_give_no_warning(tmp_path):
+    """States memory-mapped from .npy files (read-only) are accepted without torch's
+    non-writable-array warning, with the same value."""
+    x, y = hidden_like(n=200, d=8)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = mi_probe.estimate_layers([xm], y, "renyi")[0].value
+    assert got == pytest.approx(mi_probe.estimate(x.astype(np.float32), y, "renyi").value,
+                                abs=1e-12)

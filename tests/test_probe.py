@@ -99,8 +99,11 @@ def test_cli_killed_mid_run_resumes_without_recomputing(tiny_trainer_run, data_f
 
     fresh = mi_probe.probe(tiny_trainer_run, tmp_path / "fresh", data=str(data_file),
                            samples=30, plots=False)
-    assert [(r["checkpoint"], r["layer"], r["quantity"], float(r["value"])) for r in rows] == \
-        [(r.checkpoint, r.layer, r.quantity, r.value) for r in fresh.rows]
+    # the same rows; values equal up to rounding (threaded BLAS may sum in another order)
+    assert [(r["checkpoint"], r["layer"], r["quantity"]) for r in rows] == \
+        [(r.checkpoint, r.layer, r.quantity) for r in fresh.rows]
+    assert [float(r["value"]) for r in rows] == pytest.approx([r.value for r in fresh.rows],
+                                                              rel=1e-12, abs=1e-14)
 
 
 def test_interrupted_run_and_second_estimator_reuse_finished_work(

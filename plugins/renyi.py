@@ -299,9 +299,9 @@ def predicted_bytes(n: int, method: str, precision: str, steps: int = 1) -> int:
     width = 8 if (method == "exact" and precision == "float64") else 4
     if method == "exact":
         need = 3 * n * n * width
-    else:  # upper-triangular tiles of the two matrices (dense for a sequence kernel)
+    else:  # tiles of two matrices (dense for a sequence kernel), float64 Lanczos basis
+        # of a round, deflation block, products
         need = 2 * (tiled_bytes(n, width) if steps == 1 else n * n * width)
-    if method == "approx":  # float64 Lanczos basis of a round, deflation block, products
         block = SLQ_DEFAULTS["deflate"] + 16
         need += n * (SLQ_DEFAULTS["max_steps"] * SLQ_DEFAULTS["max_probes"] + 4 * block) * 8
     if steps > 1:

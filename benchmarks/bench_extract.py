@@ -67,6 +67,7 @@ def plain_last_states(model, seqs, batch_size, pad_id):
     entry is after the final norm in transformers 5)."""
     import torch
 
+    device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for lo in range(0, len(seqs), batch_size):
@@ -77,10 +78,11 @@ def plain_last_states(model, seqs, batch_size, pad_id):
             for i, s in enumerate(chunk):
                 ids[i, :len(s)] = torch.tensor(s)
                 mask[i, :len(s)] = 1
+            ids, mask = ids.to(device), mask.to(device)
             res = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             last = mask.sum(1) - 1
-            rows = torch.arange(len(chunk))
-            out.append(torch.stack([h[rows, last] for h in res.hidden_states], 1).float())
+            rows = torch.arange(len(chunk), device=device)
+            out.append(torch.stack([h[rows, last] for h in res.hidden_states], 1).float().cpu())
             del res
     return torch.cat(out).numpy()
 

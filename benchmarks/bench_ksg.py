@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import platform
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from results_io import RESULTS, write_record
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--with-micd", action="store_true",
                     help="also time npeet_plus.micd (a different estimator)")
     ap.add_argument("--out", type=Path,
-                    default=Path(__file__).parent / "results" / "ksg.json")
+                    default=RESULTS / "ksg.json")
     args = ap.parse_args()
 
     import torch
@@ -202,9 +202,7 @@ def main() -> None:
         "versions": versions,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    write_record(report, args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Writes benchmarks/results/mine.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 from mi_probe.plugins.mine import bound_terms, make_critic
+from results_io import RESULTS, write_record
 
 
 def plain_critic(d_in: int, hidden: int, layers: int) -> torch.nn.Sequential:
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path,
-                    default=Path(__file__).resolve().parent / "results" / "mine.json")
+                    default=RESULTS / "mine.json")
     args = ap.parse_args()
     rows = [
         run_case(f"x {args.d}-d, y {args.d}-d", args.d, args.d, False, args),
@@ -123,9 +123,7 @@ def main() -> None:
            "threads": torch.get_num_threads(), "machine": platform.processor() or
            platform.machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
            "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_record(out, args.out)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,14 @@ Writes benchmarks/results/renyi.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from results_io import RESULTS, write_record
 from scipy.spatial.distance import cdist
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def l2_rows(a: np.ndarray) -> np.ndarray:
@@ -115,9 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"speed-up: {t_plain / t_fast:.1f}x   max |difference|: {diff:.2e} nats")
         record.update(plain_seconds=t_plain, plain_values=plain,
                       speedup=t_plain / t_fast, max_abs_diff=diff)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {args.out}")
+    write_record(record, args.out)
     return record
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -42,8 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_renyi import l2_rows, plain_renyi_layers  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_record  # noqa: E402
 
 
 def _gguf() -> str:
@@ -206,9 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         record["accuracy"] = part_c(xs, y, [int(v) for v in args.check_n.split(",")],
                                     [int(v) for v in args.check_layers.split(",")],
                                     record.get("exact"), args.tol)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {args.out}")
+    write_record(record, args.out)
     return record
 
 
